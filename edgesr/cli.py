@@ -1,0 +1,227 @@
+"""The ``edgesr`` command. Heavy libraries are imported inside each verb so ``--help`` stays instant.
+
+Every user mistake ends as one line on stderr and exit code 2; nothing prints a traceback unless
+``EDGESR_DEBUG=1`` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="registered model name (see `edgesr models`)")
+    p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4), help="upscaling factor")
+    p.add_argument("--weights", default=None,
+                   help="weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'")
+    p.add_argument("--param-key", default=None,
+                   help="entry of a BasicSR file to load (default: params_ema if present, else params)")
+
+
+# --------------------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data.folders import open_benchmark
+    from .data.samples import sample_benchmark
+    from .evaluate import evaluate
+    from .models import create
+
+    _check_output_path(args.json)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = create(args.model, args.scale, weights=args.weights, param_key=args.param_key).to(args.device)
+    benchmarks = ([open_benchmark(d, args.scale, args.modcrop) for d in args.data] if args.data
+                  else [sample_benchmark(args.scale)])
+    names = [b.name for b in benchmarks]
+    if len(set(names)) != len(names):
+        raise _usage(f"two data folders share a name ({', '.join(names)}); results are keyed by folder name")
+    results = [evaluate(model, b, args.scale, tile=args.tile, overlap=args.overlap, device=args.device,
+                        progress=not args.quiet) for b in benchmarks]
+    weights = args.weights or "random init"
+    print(f"{args.model} x{args.scale}  weights: {weights}  (Y channel, border {args.scale}, "
+          f"LR: {args.lr_convention} bicubic"
+          + (f", tiles {args.tile}/{args.overlap}" if args.tile else "") + ")")
+    print(f"{'dataset':<20} {'PSNR-Y':>8} {'SSIM-Y':>8} {'images':>7} {'seconds':>8}")
+    for r in results:
+        print(f"{r.name:<20} {r.psnr_y:8.3f} {r.ssim_y:8.4f} {r.images:7d} {r.seconds:8.1f}")
+    if args.json:
+        _write_json(args.json, {r.name: r.to_json() for r in results})
+    return 0
+
+
+# -------------------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import load_train_recipe, train
+
+    recipe = load_train_recipe(args.recipe, args.set)
+    if args.iterations is not None:
+        recipe.iterations = args.iterations
+    final = train(recipe, args.out, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {recipe.model.name} x{recipe.model.scale}: {final}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- models
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import SCALES, create, names, num_params
+    from .models._registry import factory
+    from .zoo import available
+
+    zoo = set(available())
+    print(f"{'name':<14}" + "".join(f"{'x' + str(s):>12}" for s in SCALES) + "  zoo")
+    for name in names():
+        scales = getattr(factory(name), "scales", SCALES)
+        cells = [f"{num_params(create(name, s)):>12,}" if s in scales else f"{'-':>12}" for s in SCALES]
+        print(f"{name:<14}" + "".join(cells) + "  " + " ".join(f"x{s}" for n, s in sorted(zoo) if n == name))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _usage(message: str) -> Exception:
+    from .errors import UsageError
+
+    return UsageError(message)
+
+
+def _check_output_path(path: str | None) -> None:
+    """Fail before the work, not after it, when an output cannot be written."""
+    if not path:
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise _usage(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise _usage(f"output folder is not writable: {parent}")
+
+
+def _write_json(path: str | Path, obj: object) -> None:
+    from .io_utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (the promise for every bad input), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="edgesr",
+        description="Lightweight super-resolution, from research code to phones.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("eval", help="PSNR/SSIM-Y of a model on benchmark folders, as papers report it",
+                       description="Evaluate a model exactly as SR papers do: MATLAB-bicubic LR, uint8 output, "
+                                   "Y channel, border crop = scale. Without --data, runs on sample photos "
+                                   "shipped with scikit-image.")
+    _add_model_args(p)
+    p.add_argument("--data", nargs="+", metavar="DIR",
+                   help="benchmark folders: HR images, or HR/ + LR/ (BasicSR layout); name = folder name")
+    p.add_argument("--lr-convention", choices=("matlab", "basicsr"), default="matlab",
+                   help="how LR is made from HR folders: 'matlab' = HR mod-cropped to the scale, MATLAB "
+                        "imresize of the uint8 image (SelfExSR/EDSR LR; default); 'basicsr' = HR mod-cropped "
+                        "to 12, imresize of the double image (BasicSR's benchmark pack, as EIMN/SAFMN report)")
+    p.add_argument("--modcrop", type=_positive_int, default=None, metavar="M",
+                   help="override the convention's HR mod-crop multiple")
+    p.add_argument("--json", metavar="OUT", help="write {dataset: {psnr_y, ssim_y, images, ...}} here")
+    p.add_argument("--tile", type=_positive_int, default=None,
+                   help="LR tile size for images too large for memory (changes results of models "
+                        "with whole-image operations; see README)")
+    p.add_argument("--overlap", type=_nonneg_int, default=24,
+                   help="LR pixels of context around each tile (default 24; exact for SCNet from 20)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train a teacher or distill a student from a recipe",
+                       description="Train from a YAML recipe (see recipes/). CPU, CUDA, or several processes "
+                                   "with `torchrun --nproc_per_node N -m edgesr train ...` (DDP). Checkpoints are "
+                                   "written atomically; Ctrl-C saves; --resume continues bit-identically on CPU.")
+    p.add_argument("recipe", help="training recipe (YAML)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, train_log.jsonl, model.pt)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override a recipe key, e.g. --set optim.lr=2e-4 (repeatable)")
+    p.add_argument("--iterations", type=_positive_int, default=None, help="shortcut for --set iterations=N")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("models", help="list registered models with parameter counts",
+                       description="List every registered model name with its parameter count per scale "
+                                   "and which scales the built-in zoo has weights for.")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import EdgesrError
+
+    debug = os.environ.get("EDGESR_DEBUG") == "1"
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        print("edgesr: interrupted", file=sys.stderr)
+        return 130
+    except (EdgesrError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if debug:
+            raise
+        code = getattr(exc, "exit_code", EXIT_USAGE)
+        print(f"edgesr: {'error: ' if code == EXIT_USAGE else ''}{_one_line(exc)}", file=sys.stderr)
+        return code
+    except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback for the user
+        if debug:
+            raise
+        print(f"edgesr: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(set EDGESR_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

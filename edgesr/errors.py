@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints these as one line and exits 2, never a traceback."""
+
+from __future__ import annotations
+
+
+class EdgesrError(Exception):
+    """An error caused by the user's input (paths, names, files, options)."""
+
+    exit_code = 2
+
+
+class CheckpointError(EdgesrError, ValueError):
+    """A weights file that cannot be read or does not fit the model it is loaded into."""
+
+
+class UsageError(EdgesrError, ValueError):
+    """A name or option that edgesr does not know (unknown model, unsupported scale ...)."""
