@@ -182,11 +182,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    for register in _plugin_commands():
+        register(sub)
+
     p = sub.add_parser("models", help="list registered models with parameter counts",
                        description="List every registered model name with its parameter count per scale "
                                    "and which scales the built-in zoo has weights for.")
     p.set_defaults(func=cmd_models)
     return parser
+
+
+def _plugin_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Verbs that live next to their stage (``edgesr/<stage>/command.py``, each with ``register(sub)``).
+
+    Those modules import only argparse-level things at the top, so ``edgesr --help`` stays instant.
+    """
+    import importlib
+
+    registers = []
+    for module in PLUGIN_MODULES:
+        try:
+            registers.append(importlib.import_module(module).register)
+        except ModuleNotFoundError as exc:
+            if not exc.name or not module.startswith(exc.name):  # a real import error inside the stage
+                raise
+    return registers
+
+
+PLUGIN_MODULES = ("edgesr.reparam.command", "edgesr.export.command", "edgesr.quantize.command")
 
 
 def run(argv: Sequence[str] | None = None) -> int:

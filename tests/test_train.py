@@ -176,3 +176,32 @@ def test_recipe_file_errors(tmp_path, capsys):
     (tmp_path / "m.yaml").write_text("model: {name: scnet_t}\n")
     assert main(["train", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "o")]) == 2
     assert "missing required key 'data'" in capsys.readouterr().err
+
+
+class _NearestTeacher(torch.nn.Module):
+    """A local 'teacher' whose output on a crop equals the crop of its whole-image output."""
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def test_precomputed_teacher_patches_are_aligned_and_augmented_like_hr(images):
+    ds = PatchDataset([images], 2, 16, seed=5, progress=False, teacher=_NearestTeacher())
+    for i in range(20):  # covers flips and rotations
+        lr, hr, t = ds[i]
+        assert t.shape == hr.shape
+        assert torch.allclose(t, _NearestTeacher()(lr[None])[0], atol=2e-3)  # float16 storage
+
+
+def test_offline_distillation_run(tmp_path, images):
+    teacher = tmp_path / "teacher.pth"
+    torch.save(create("scnet_t_ps", 2).state_dict(), teacher)
+    recipe = load_train_recipe(_recipe(tmp_path, images, iterations=2, teacher={
+        "name": "scnet_t_ps", "weights": str(teacher)}))
+    assert recipe.teacher.precompute is True
+    train(recipe, tmp_path / "kd", progress=False)
+    last = [json.loads(x) for x in (tmp_path / "kd" / "train_log.jsonl").read_text().splitlines()][-1]
+    assert last["kd"] > 0
+    with pytest.raises(RecipeError, match="precompute cannot be combined"):
+        load_train_recipe(_recipe(tmp_path, images, teacher={
+            "name": "scnet_t_ps", "weights": str(teacher), "precompute": True, "feature_weight": 0.1}))

@@ -45,6 +45,10 @@ def create(name: str, scale: int = 4, weights: str | Path | None = None,
             overrides = {**ckpt.get("config", {}), **overrides}
     model = fn(scale=scale, **overrides)
     if weights is not None:
+        if is_edgesr_checkpoint(ckpt):  # an expanded / deployed checkpoint: rebuild its structure first
+            from ..reparam import rebuild, transform_of
+
+            model = rebuild(model, transform_of(ckpt))
         state = extract_state_dict(ckpt, param_key, source=str(weights))
         load_state_dict_strict(model, state, f"{name} x{scale}", str(weights))
     return model.eval()

@@ -80,6 +80,10 @@ def train(recipe: TrainRecipe, out_dir: str | Path, resume: bool = False, progre
 
     model = create(recipe.model.name, recipe.model.scale, weights=recipe.model.weights,
                    **recipe.model.overrides).to(device).train()
+    if recipe.model.expand:  # recorded in the saved recipe, so create() rebuilds it from the checkpoint
+        from ..reparam import expand
+
+        model = expand(model, recipe.model.expand).to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False) if recipe.ema > 0 else None
     distiller = None
     if recipe.teacher is not None:
@@ -97,8 +101,10 @@ def train(recipe: TrainRecipe, out_dir: str | Path, resume: bool = False, progre
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    offline = distiller is not None and bool(recipe.teacher and recipe.teacher.precompute)
     dataset = PatchDataset(recipe.data.train, recipe.model.scale, recipe.data.patch_size, recipe.seed,
-                           recipe.data.augment, progress=progress and d.main)
+                           recipe.data.augment, progress=progress and d.main,
+                           teacher=distiller.teacher if offline else None, device=device)
     per_rank = recipe.data.batch_size // d.world
     sampler = StepSampler(start, recipe.iterations, recipe.data.batch_size, d.rank, d.world)
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=recipe.data.workers,
@@ -116,12 +122,13 @@ def train(recipe: TrainRecipe, out_dir: str | Path, resume: bool = False, progre
     stop = _StopRequest()
     try:
         t0 = time.perf_counter()
-        for lr_img, hr_img in loader:
-            lr_img, hr_img = lr_img.to(device, non_blocking=True), hr_img.to(device, non_blocking=True)
+        for batch in loader:
+            lr_img, hr_img, *cached = (t.to(device, non_blocking=True) for t in batch)
             lr_now = lr_at(step, recipe.optim.lr, recipe.iterations, recipe.schedule)
             for g in opt.param_groups:
                 g["lr"] = lr_now
-            terms = _step_losses(net, model, distiller, recipe, lr_img, hr_img, use_amp, amp_dtype)
+            terms = _step_losses(net, model, distiller, recipe, lr_img, hr_img, use_amp, amp_dtype,
+                                 cached[0] if cached else None)
             loss = sum(terms.values())
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -171,7 +178,7 @@ def train(recipe: TrainRecipe, out_dir: str | Path, resume: bool = False, progre
 
 def _step_losses(net: nn.Module, model: nn.Module, distiller: Distiller | None, recipe: TrainRecipe,
                  lr_img: torch.Tensor, hr_img: torch.Tensor, use_amp: bool,
-                 amp_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+                 amp_dtype: torch.dtype | None, teacher_sr: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     want_feat = distiller is not None and distiller.adapter is not None
     with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
         if want_feat:
@@ -186,7 +193,7 @@ def _step_losses(net: nn.Module, model: nn.Module, distiller: Distiller | None, 
         if recipe.loss.fft:
             terms["fft"] = recipe.loss.fft * fft_l1(sr, hr_img)
         if distiller is not None:
-            t_sr, t_feat = distiller.teacher_forward(lr_img)
+            t_sr, t_feat = (teacher_sr, None) if teacher_sr is not None else distiller.teacher_forward(lr_img)
             terms.update(distiller.losses(sr, s_feat, t_sr, t_feat))
     if not terms:
         raise EdgesrError("every loss weight is zero: nothing to train")

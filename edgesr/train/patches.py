@@ -23,7 +23,8 @@ class PatchDataset(Dataset):
     """Random aligned HR/LR crops. LR is made once per image with the MATLAB bicubic, not per step."""
 
     def __init__(self, folders: Sequence[str | Path], scale: int, patch_size: int, seed: int,
-                 augment: bool = True, progress: bool = True):
+                 augment: bool = True, progress: bool = True, teacher: torch.nn.Module | None = None,
+                 device: torch.device | str = "cpu"):
         self.scale, self.hr_patch, self.seed, self.augment = scale, patch_size, seed, augment
         self.lr_patch = patch_size // scale
         paths: list[Path] = []
@@ -46,22 +47,25 @@ class PatchDataset(Dataset):
         if not self.images:
             raise EdgesrError(f"no training image is at least {patch_size}×{patch_size} pixels")
         self.skipped = skipped
+        self.teacher_sr = _teacher_outputs(teacher, self.images, device, progress) if teacher is not None else None
 
     def __len__(self) -> int:  # indices are unbounded; the sampler decides how many are drawn
         return 2**62
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng([self.seed, index])
-        hr, lr = self.images[int(rng.integers(len(self.images)))]
+        k = int(rng.integers(len(self.images)))
+        hr, lr = self.images[k]
         h, w = lr.shape[:2]
         y, x = int(rng.integers(h - self.lr_patch + 1)), int(rng.integers(w - self.lr_patch + 1))
         s, p = self.scale, self.lr_patch
-        lr_p = lr[y:y + p, x:x + p]
-        hr_p = hr[y * s:(y + p) * s, x * s:(x + p) * s]
+        crops = [lr[y:y + p, x:x + p], hr[y * s:(y + p) * s, x * s:(x + p) * s]]
+        if self.teacher_sr is not None:
+            crops.append(self.teacher_sr[k][y * s:(y + p) * s, x * s:(x + p) * s])
         if self.augment:
             flip, rot = bool(rng.integers(2)), int(rng.integers(4))
-            lr_p, hr_p = _augment(lr_p, flip, rot), _augment(hr_p, flip, rot)
-        return _chw(lr_p), _chw(hr_p)
+            crops = [_augment(c, flip, rot) for c in crops]
+        return tuple(_chw(c) for c in crops)
 
 
 class StepSampler(Sampler[int]):
@@ -89,4 +93,18 @@ def _augment(img: np.ndarray, flip: bool, rot: int) -> np.ndarray:
 
 
 def _chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+    t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    return t.float().div_(255.0) if img.dtype == np.uint8 else t.float()
+
+
+@torch.no_grad()
+def _teacher_outputs(teacher: torch.nn.Module, images: list[tuple[np.ndarray, np.ndarray]],
+                     device: torch.device | str, progress: bool) -> list[np.ndarray]:
+    """The teacher's SR of every whole training image, once (float16 HWC): output-level KD then costs
+    no teacher forward per step, and the target is the teacher's real whole-image prediction."""
+    teacher = teacher.eval()
+    out = []
+    for _, lr in tqdm(images, desc="teacher SR", unit="img", disable=not progress, leave=False):
+        x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float().div_(255.0)[None].to(device)
+        out.append(teacher(x)[0].permute(1, 2, 0).cpu().numpy().astype(np.float16))
+    return out

@@ -15,6 +15,7 @@ class ModelSpec:
     scale: int = 4
     weights: str | None = None          # initial weights: a file or "zoo"
     overrides: dict[str, Any] = field(default_factory=dict)
+    expand: str | None = None           # train multi-branch: repvgg | ecb | sesr[:expansion=N] (edgesr.reparam)
 
 
 @dataclass
@@ -67,6 +68,14 @@ class TeacherSpec:
     scale: int | None = None            # defaults to the student's
     output_weight: float = 1.0          # L1(student SR, teacher SR)
     feature_weight: float = 0.0         # L1(adapter(student features), teacher features)
+    precompute: bool | None = None      # teacher SR of whole images once (default: when no feature KD)
+
+    def validate(self) -> None:
+        if self.precompute and self.feature_weight > 0:
+            raise RecipeError("teacher.precompute cannot be combined with teacher.feature_weight > 0 "
+                              "(features need a teacher forward per step)")
+        if self.precompute is None:
+            self.precompute = self.feature_weight == 0
 
 
 @dataclass

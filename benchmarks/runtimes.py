@@ -1,0 +1,212 @@
+"""One table: model × target × precision → Set5/B100 PSNR-Y in the runtime, parity with PyTorch, delegation,
+latency at a 320×180 input (2 threads), file size, and fp32 latency against this host's compute limit.
+
+    python benchmarks/runtimes.py [--models safmn scnet_t eimn_a lamnet] [--rows executorch:fp32 ...]
+                                  [--data /work/shared/data/Set5 /work/shared/data/B100] [--out benchmarks/out/runtimes]
+
+Every row is ``edgesr export`` + ``edgesr check`` (the same functions), so numbers here are what a user gets.
+Rows are (target, precision) pairs: int8 rows plug in as ``executorch:int8`` etc. once ``edgesr.quantize``
+provides the PT2E model (``export(..., quantized=...)``). Results are appended to ``OUT.json`` as rows finish
+(a rerun skips rows already there unless --force) and rendered to ``OUT.md``.
+
+Compute limit: MACs of the conv/matmul layers (torch FlopCounterMode ÷ 2) ÷ the host's peak FMA rate, measured
+here with a large fp32 matmul on the same threads (and the AVX2/FMA theoretical peak from /proc/cpuinfo for
+reference). ``bound_ms / latency`` is the fraction of peak the runtime reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+
+# Input size H×W per model: 180×320 (a 320×180 frame); SAFMN needs multiples of 8 -> 184×320.
+MODELS = {"safmn": (184, 320), "scnet_t": (180, 320), "eimn_a": (180, 320), "lamnet": (180, 320)}
+WEIGHTS = {"eimn_a": "zoo"}  # official EIMN-A x4 weights ship in edgesr's zoo; others: seeded random init
+DEFAULT_ROWS = ["executorch:fp32", "executorch:fp16", "tflite:fp32", "onnx:fp32", "coreml:fp32"]
+SUFFIX = {"executorch": ".pte", "tflite": ".tflite", "coreml": ".mlpackage", "onnx": ".onnx"}
+
+
+def peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float | str | None]:
+    """Measured fp32 matmul rate (the practical FMA peak) and the AVX2-FMA theoretical peak."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    measured = 2 * n ** 3 / best / 1e9
+    mhz, flags = None, ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        mhz = max(float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz"))
+        flags = next(line for line in text.splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    fma_units = 2 if "fma" in flags else 1
+    theory = (mhz or 0) / 1e3 * threads * fma_units * lanes * 2 or None
+    return {"measured_gflops": measured, "theoretical_gflops": theory, "cpu_mhz": mhz,
+            "note": f"fp32 {n}x{n} matmul, best of {repeats}, {threads} threads; theory = GHz x threads x "
+                    f"{fma_units} FMA units x {lanes} lanes x 2"}
+
+
+def count_macs(name: str, size: tuple[int, int], scale: int = 4) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edgesr.export.rewrites import export_friendly
+    from edgesr.models import create
+
+    model = export_friendly(create(name, scale))
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(torch.rand(1, 3, *size))
+    return fc.get_total_flops() / 2
+
+
+def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Path, threads: int, runs: int,
+            compare_images: int) -> dict:
+    from edgesr.export.check import check_artifact
+    from edgesr.export.exporters import export_by_name
+    from edgesr.export.spec import read_sidecar
+
+    size = MODELS[name]
+    path = out_dir / f"{name}_x4_{size[0]}x{size[1]}_{precision}{SUFFIX[target]}"
+    weights = WEIGHTS.get(name)
+    t = time.perf_counter()
+    if precision == "int8":
+        raise NotImplementedError("int8 rows need edgesr.quantize (pass its PT2E model to export(quantized=...))")
+    export_by_name(name, 4, target, precision, size, path, weights=weights, command="benchmarks/runtimes.py")
+    export_s = time.perf_counter() - t
+    # Random-init models: PSNR is meaningless, so evaluate only the first folder (parity still counts).
+    row_data = data if weights else data[:1]
+    t = time.perf_counter()
+    report = check_artifact(path, row_data, threads=threads, runs=runs, memory=True, op_profile=False,
+                            compare_images=compare_images)
+    info = read_sidecar(path)
+    return {"model": name, "target": target, "precision": precision, "input_size": list(size),
+            "weights": weights or "random init", "export_s": round(export_s, 1),
+            "check_s": round(time.perf_counter() - t, 1), "status": report["status"],
+            "quality": {k: {"psnr_y": v["psnr_y"], "ssim_y": v["ssim_y"], "images": v["images"]}
+                        for k, v in (report["quality"] or {}).items()},
+            "parity": report["parity"] and {k: report["parity"][k] for k in ("max_abs_diff", "psnr_vs_torch_db",
+                                                                             "windows")},
+            "tiling": report["tiling"] and report["tiling"]["psnr_tiled_vs_whole_db"],
+            "delegation": info.delegation, "graph": report["graph"] and {k: v for k, v in report["graph"].items()
+                                                                         if k != "ops"},
+            "latency_ms": report["latency_ms"], "memory": report["memory"],
+            "file_size_bytes": report["artifact"]["file_size_bytes"], "notes": report["notes"]}
+
+
+def render(results: dict) -> str:
+    host, peak = results["host"], results["peak"]
+    lines = [f"# Runtime table ({host['machine']}; {results['threads']} threads; load avg at start "
+             f"{host['loadavg']})", "",
+             f"Peak fp32 rate: measured matmul {peak['measured_gflops']:.1f} GFLOP/s"
+             + (f", AVX2-FMA theory {peak['theoretical_gflops']:.1f} GFLOP/s" if peak.get("theoretical_gflops")
+                else "") + f" ({results['threads']} threads). Bound = MACs ÷ (measured GFLOP/s ÷ 2).", "",
+             "| model | target | prec | Set5 PSNR-Y | B100 PSNR-Y | parity max\\|Δ\\| | parity PSNR | delegated | "
+             "latency med / p90 (ms) | bound (ms) | % of peak | peak RSS (MB) | size (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['target']} | {r['precision']} | error: {r['error']} |" + " |" * 9)
+            continue
+        q = r["quality"]
+        rnd = "" if r["weights"] != "random init" else " (rand)"
+        s5 = next((f"{v['psnr_y']:.2f}{rnd}" for k, v in q.items() if k.lower().startswith("set5")), "–")
+        b1 = next((f"{v['psnr_y']:.2f}{rnd}" for k, v in q.items() if k.lower().startswith("b100")), "–")
+        par = r["parity"] or {}
+        deleg = f"{r['delegation']['percent_delegated']:.0f}%" if r["delegation"] else \
+            ("builtins" if r["target"] == "tflite" else "–")
+        lat = r["latency_ms"] or {}
+        macs = results["macs"].get(r["model"])
+        bound = macs / (peak["measured_gflops"] / 2 * 1e9) * 1e3 if macs else None
+        eff = f"{100 * bound / lat['median']:.0f}%" if bound and lat.get("median") else "–"
+        mem = (r["memory"] or {}).get("peak_rss_mb", "–")
+        status = "" if r["status"] == "ran" else f" ({r['status']})"
+        lines.append(
+            f"| {r['model']} | {r['target']}{status} | {r['precision']} | {s5} | {b1} | "
+            f"{_fmt(par.get('max_abs_diff'), '.1e')} | {_fmt(par.get('psnr_vs_torch_db'), '.1f')} | {deleg} | "
+            f"{_fmt(lat.get('median'), '.0f')} / {_fmt(lat.get('p90'), '.0f')} | {_fmt(bound, '.0f')} | {eff} | "
+            f"{mem} | {r['file_size_bytes'] / 1e6:.2f} |")
+    lines += ["", "MACs (conv/matmul, x4): " + ", ".join(f"{k} {v / 1e9:.1f} G @ {MODELS[k][0]}x{MODELS[k][1]}"
+                                                       for k, v in results["macs"].items()),
+              "(rand) = seeded random weights: PSNR is not meaningful, parity is. Core ML on Linux: converted, "
+              "not run (no number is simulated)."]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v, spec: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return format(v, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, help="target:precision pairs")
+    p.add_argument("--data", nargs="+", default=[str(SHARED / "data" / "Set5"), str(SHARED / "data" / "B100")])
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "runtimes"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--compare-images", type=int, default=5, help="images per folder compared with PyTorch")
+    p.add_argument("--force", action="store_true", help="recompute rows already in OUT.json")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    art_dir = out.parent / "artifacts"
+    art_dir.mkdir(parents=True, exist_ok=True)
+    res_path = out.with_suffix(".json")
+    results = json.loads(res_path.read_text()) if res_path.exists() and not args.force else {"rows": []}
+    results["threads"] = args.threads
+    results["host"] = {"machine": f"{platform.machine()} {os.cpu_count()} logical CPUs",
+                       "loadavg": " ".join(f"{v:.1f}" for v in os.getloadavg())}
+    if "peak" not in results:
+        results["peak"] = peak_gflops(args.threads)
+    results.setdefault("macs", {})
+    for name in args.models:
+        if name not in results["macs"]:
+            results["macs"][name] = count_macs(name, MODELS[name])
+    done = {(r["model"], r["target"], r["precision"]) for r in results["rows"] if "error" not in r}
+    for name in args.models:
+        for row in args.rows:
+            target, precision = row.split(":")
+            if (name, target, precision) in done:
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] {name} {target} {precision} ...", flush=True)
+            try:
+                r = run_row(name, target, precision, args.data, art_dir, args.threads, args.runs,
+                            args.compare_images)
+            except Exception as exc:  # noqa: BLE001 - a failing row is a result, keep going
+                traceback.print_exc()
+                r = {"model": name, "target": target, "precision": precision,
+                     "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"}
+            results["rows"] = [x for x in results["rows"]
+                               if (x["model"], x["target"], x["precision"]) != (name, target, precision)] + [r]
+            res_path.write_text(json.dumps(results, indent=2, default=str, allow_nan=True) + "\n")
+            out.with_suffix(".md").write_text(render(results))
+            print(render(results).splitlines()[-4], flush=True)
+    print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

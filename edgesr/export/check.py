@@ -1,0 +1,306 @@
+"""``edgesr check``: run an artifact in its own runtime and judge it against the PyTorch model it came from.
+
+Fixed-size artifacts see images through windows of exactly their input size: overlapping windows placed
+with ``edgesr.evaluate.tile_starts`` (last one flush with the edge), each keeping the part of its output
+nearest its centre (core + context, as ``super_resolve``); images smaller than the window are padded
+(replicate) and the output cropped. The same windows go through PyTorch, so parity measures only the
+runtime, and PyTorch tiled vs whole measures only the tiling.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..evaluate import tile_starts
+from .spec import ArtifactInfo, ExportError, artifact_size, read_sidecar, resolve_beside, sha256_of
+
+SCHEMA = "edgesr-check/1"
+
+
+# --------------------------------------------------------------------------------- tiling
+def plan_axis(length: int, tile: int, overlap: int) -> list[tuple[int, int, int]]:
+    """Windows along one axis as (window start, keep start, keep end) in image coordinates.
+
+    Neighbouring windows share ``overlap`` pixels and split them in the middle, so every kept pixel has
+    about ``overlap / 2`` pixels of context on the sides that have neighbours.
+    """
+    if length <= tile:
+        return [(0, 0, length)]
+    starts = tile_starts(length, tile, overlap)
+    bounds = [0] + [(starts[i] + starts[i - 1] + tile) // 2 for i in range(1, len(starts))] + [length]
+    return [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
+
+
+def default_overlap(tile: int) -> int:
+    return min(32, tile // 2)
+
+
+def run_tiled(run: Any, lr: np.ndarray, scale: int, tile: tuple[int, int], overlap: int,
+              also: Any = None) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Super-resolve a 1×3×h×w float32 image window by window with ``run`` (and ``also``, if given).
+
+    Returns the assembled SR of ``run``, that of ``also``, and the largest |run − also| seen on any window
+    output (NaN without ``also``).
+    """
+    _, _, h, w = lr.shape
+    th, tw = tile
+    ph, pw = max(h, th), max(w, tw)
+    if (ph, pw) != (h, w):
+        lr = np.pad(lr, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
+    sr = np.zeros((1, 3, ph * scale, pw * scale), np.float32)
+    sr2 = np.zeros_like(sr) if also is not None else None
+    worst = 0.0 if also is not None else math.nan
+    for ys, ya, yb in plan_axis(ph, th, overlap):
+        for xs, xa, xb in plan_axis(pw, tw, overlap):
+            win = np.ascontiguousarray(lr[:, :, ys:ys + th, xs:xs + tw])
+            outs = [run(win)] + ([also(win)] if also is not None else [])
+            if also is not None:
+                worst = max(worst, float(np.abs(outs[0] - outs[1]).max()))
+            for dst, out in zip([sr, sr2], outs):
+                dst[:, :, ya * scale:yb * scale, xa * scale:xb * scale] = \
+                    out[:, :, (ya - ys) * scale:(yb - ys) * scale, (xa - xs) * scale:(xb - xs) * scale]
+    crop = (slice(None), slice(None), slice(0, h * scale), slice(0, w * scale))
+    return sr[crop], (sr2[crop] if sr2 is not None else None), worst
+
+
+def count_windows(h: int, w: int, tile: tuple[int, int], overlap: int) -> int:
+    return len(plan_axis(max(h, tile[0]), tile[0], overlap)) * len(plan_axis(max(w, tile[1]), tile[1], overlap))
+
+
+# -------------------------------------------------------------------------------- reference
+def reference_model(artifact: Path, info: ArtifactInfo) -> Any:
+    """The fp32 PyTorch model the artifact was exported from (weights verified by hash)."""
+    from ..models import create
+
+    weights = resolve_beside(artifact, info.weights)
+    if weights is not None:
+        if not weights.is_file():
+            raise ExportError(f"weights recorded in {artifact.name}.json not found: {weights}")
+        if info.weights_sha256 and sha256_of(weights) != info.weights_sha256:
+            raise ExportError(f"weights file {weights} changed since export (sha256 differs); re-export")
+    return create(info.model, info.scale, weights=weights, param_key=info.param_key)
+
+
+def _torch_runner(model: Any) -> Any:
+    import torch
+
+    @torch.no_grad()
+    def run(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+# ------------------------------------------------------------------------------------ check
+def check_artifact(path: str | Path, data: Sequence[str | Path] | None = None, *, threads: int | None = None,
+                   runs: int = 20, overlap: int | None = None, memory: bool = True, op_profile: bool = True,
+                   compare_images: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run ``path`` in its runtime over benchmark folders (default: scikit-image samples) and report
+    quality, parity with PyTorch, the tiling effect, latency, memory, op profile and file size.
+
+    ``compare_images`` limits the PyTorch comparisons (parity, tiling) to the first N images of each folder
+    (they cost two extra PyTorch passes per image); quality always covers every image.
+    """
+    import torch
+
+    from . import runtimes
+
+    path = Path(path)
+    info = read_sidecar(path)
+    tile = (int(info.input_size[0]), int(info.input_size[1]))
+    ov = default_overlap(min(tile)) if overlap is None else int(overlap)
+    if ov >= min(tile):
+        raise ExportError(f"--overlap {ov} must be smaller than the artifact's input size {tile[0]}x{tile[1]}")
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "artifact": _artifact_block(path, info),
+        "runtime": {"name": runtimes.runtime_name(info), "where": "host", "machine": _machine(),
+                    "versions": info.versions, "threads": threads},
+        "status": "ran", "quality": None, "parity": None, "tiling": None, "latency_ms": None, "memory": None,
+        "op_profile": None, "delegation": info.delegation, "graph": None, "notes": [],
+    }
+    if info.target != "executorch":
+        report["graph"] = runtimes.graph_summary(path, info)
+    try:
+        run = runtimes.load_runner(path, info, threads)
+    except runtimes.CoreMLNotRunnable as exc:
+        report["status"] = "converted, not run"
+        report["notes"].append(f"{exc}. No Core ML accuracy or latency is reported; the MIL summary above is "
+                               "read from the .mlpackage. Run `edgesr check` on macOS for measurements.")
+        return report
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = reference_model(path, info)
+    ref = _torch_runner(model)
+    if info.precision == "int8":
+        report["notes"].append("int8: parity is against the fp32 PyTorch model, so it includes quantization error")
+    report["quality"], report["parity"], report["tiling"] = _quality(run, ref, model, info, data, tile, ov,
+                                                                     compare_images, progress)
+
+    x = np.random.default_rng(0).random((1, 3, *tile), dtype=np.float32)
+    report["latency_ms"] = {**runtimes.measure_latency(run, x, runs=runs), "threads": threads,
+                            "input_size": list(tile), "measured_by": "wall clock around one runtime call, host"}
+    if op_profile:
+        if info.target == "executorch":
+            report["op_profile"] = runtimes.executorch_op_profile(path, x, info, runs=min(5, runs))
+        elif info.target == "onnx":
+            report["op_profile"] = runtimes.onnx_op_profile(path, x, info, threads, runs=min(5, runs))
+        else:
+            report["notes"].append("no per-op latency on the host: the LiteRT Python interpreter has no op "
+                                   "profiler (use `edgesr device-script` -> benchmark_model --enable_op_profiling)")
+    if memory:
+        report["memory"] = runtimes.measure_peak_memory(path, threads)
+    return report
+
+
+def _quality(run: Any, ref: Any, model: Any, info: ArtifactInfo, data: Sequence[str | Path] | None,
+             tile: tuple[int, int], overlap: int, compare_images: int | None,
+             progress: bool) -> tuple[dict, dict, dict]:
+    import torch
+
+    from ..data.folders import open_benchmark
+    from ..data.io import to_tensor, to_uint8
+    from ..data.samples import sample_benchmark
+    from ..metrics import psnr_rgb, psnr_y, ssim_y
+
+    scale = info.scale
+    benches = [open_benchmark(d, scale) for d in data] if data else [sample_benchmark(scale)]
+    names = [b.name for b in benches]
+    if len(set(names)) != len(names):
+        raise ExportError(f"two data folders share a name ({', '.join(names)}); results are keyed by folder name")
+    quality: dict[str, Any] = {}
+    worst, windows, parity_psnr, tiling_psnr, tiling_diff = 0.0, 0, [], [], 0.0
+    for bench in benches:
+        per_image: dict[str, dict[str, float]] = {}
+        for i, pair in enumerate(bench.pairs):
+            hr, lr_img = pair.load_hr(), pair.load_lr()
+            lr = to_tensor(lr_img).numpy()
+            compare = compare_images is None or i < compare_images
+            sr_rt, sr_pt, diff = run_tiled(run, lr, scale, tile, overlap, also=ref if compare else None)
+            u_rt = to_uint8(torch.from_numpy(sr_rt))
+            if u_rt.shape != hr.shape:
+                raise ExportError(f"{bench.name}/{pair.name}: SR {u_rt.shape} vs HR {hr.shape}")
+            per_image[pair.name] = {"psnr_y": psnr_y(u_rt, hr, scale), "ssim_y": ssim_y(u_rt, hr, scale)}
+            if compare:
+                with torch.no_grad():
+                    whole = model(torch.from_numpy(lr)).numpy()
+                worst, windows = max(worst, diff), windows + count_windows(*lr.shape[2:], tile, overlap)
+                u_pt, u_wh = (to_uint8(torch.from_numpy(a)) for a in (sr_pt, whole))
+                parity_psnr.append(psnr_rgb(u_rt, u_pt, 0))
+                tiling_psnr.append(psnr_rgb(u_pt, u_wh, 0))
+                tiling_diff = max(tiling_diff, float(np.abs(sr_pt - whole).max()))
+                per_image[pair.name]["torch_whole_psnr_y"] = psnr_y(u_wh, hr, scale)
+            if progress:
+                print(f"  {bench.name}/{pair.name}: {per_image[pair.name]['psnr_y']:.3f} dB")
+        vals = list(per_image.values())
+        quality[bench.name] = {
+            "psnr_y": _mean(v["psnr_y"] for v in vals), "ssim_y": _mean(v["ssim_y"] for v in vals),
+            "torch_whole_psnr_y": _mean(v["torch_whole_psnr_y"] for v in vals if "torch_whole_psnr_y" in v),
+            "images": len(vals), "compared_images": sum("torch_whole_psnr_y" in v for v in vals),
+            "per_image": per_image,
+        }
+    parity = {"reference": "PyTorch eval model (fp32), same windows", "input_size": list(tile),
+              "max_abs_diff": worst, "windows": windows,
+              "psnr_vs_torch_db": _mean(parity_psnr),
+              "psnr_vs_torch_note": "uint8 RGB PSNR, runtime vs PyTorch on the same windows, mean over images "
+                                    "(inf = identical)"}
+    tiling = {"tile": list(tile), "overlap": overlap, "pad": "replicate",
+              "psnr_tiled_vs_whole_db": _mean(tiling_psnr), "max_abs_diff_tiled_vs_whole": tiling_diff,
+              "note": "PyTorch tiled (artifact-size windows) vs PyTorch on the whole image"}
+    return quality, parity, tiling
+
+
+def _mean(values: Any) -> float:
+    vals = [float(v) for v in values]
+    if not vals:
+        return math.nan
+    if any(math.isinf(v) for v in vals):
+        finite = [v for v in vals if not math.isinf(v)]
+        return float(np.mean(finite)) if finite else math.inf
+    return float(np.mean(vals))
+
+
+def _artifact_block(path: Path, info: ArtifactInfo) -> dict[str, Any]:
+    block = {k: v for k, v in info.to_json().items()
+             if k not in ("target_config", "versions", "delegation", "format", "version")}
+    block["path"] = str(path)
+    block["file_size_bytes"] = artifact_size(path)
+    for role, name in info.files.items():
+        p = resolve_beside(path, name)
+        if p is not None and p.exists():
+            block[f"{role}_size_bytes"] = artifact_size(p)
+    return block
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs"
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The human summary printed by ``edgesr check`` / ``device-report``."""
+    a = r["artifact"]
+    lines = [f"{a.get('artifact')}: {a.get('target')} {a.get('precision')} {a.get('model')} x{a.get('scale')} "
+             f"input {a['input_size'][0]}x{a['input_size'][1]}  ({r['runtime']['name']}, {r['runtime']['where']})",
+             f"status: {r['status']}   file: {a.get('file_size_bytes', 0) / 1e6:.2f} MB"]
+    if r.get("delegation"):
+        d = r["delegation"]
+        nd = ", ".join(f"{k} x{v}" for k, v in d.get("not_delegated", {}).items()) or "none"
+        lines.append(f"delegation: {d['percent_delegated']:.1f}% of ops ({d['delegated_subgraphs']} subgraphs); "
+                     f"not delegated: {nd}")
+    for name, q in (r.get("quality") or {}).items():
+        lines.append(f"{name:<20} PSNR-Y {q['psnr_y']:.3f}  SSIM-Y {q['ssim_y']:.4f}  "
+                     f"(PyTorch whole image {q['torch_whole_psnr_y']:.3f} on {q['compared_images']})  "
+                     f"{q['images']} images")
+    if r.get("parity"):
+        p = r["parity"]
+        line = f"parity vs PyTorch: max |diff| {p['max_abs_diff']:.2e}"
+        if p.get("windows"):
+            line += f" over {p['windows']} windows"
+        if p.get("psnr_vs_torch_db") is not None:
+            line += f", PSNR {p['psnr_vs_torch_db']:.2f} dB"
+        lines.append(line)
+    if r.get("tiling"):
+        t = r["tiling"]
+        lines.append(f"tiling (PyTorch tiled vs whole): PSNR {t['psnr_tiled_vs_whole_db']:.2f} dB, "
+                     f"max |diff| {t['max_abs_diff_tiled_vs_whole']:.2e}")
+    if r.get("latency_ms"):
+        lat = r["latency_ms"]
+        med = "n/a" if lat.get("median") is None else f"{lat['median']:.2f}"
+        p90 = "n/a" if lat.get("p90") is None else f"{lat['p90']:.2f}"
+        lines.append(f"latency: median {med} ms, p90 {p90} ms ({lat.get('runs')} runs, "
+                     f"{lat.get('threads') or 'default'} threads)")
+    m = r.get("memory") or {}
+    if "peak_rss_mb" in m:
+        lines.append(f"memory: peak RSS {m['peak_rss_mb']} MB (+{m.get('delta_mb', '?')} MB over baseline)")
+    elif m:
+        lines.append(f"memory: {m.get('error') or m}")
+    if r.get("op_profile"):
+        ops = r["op_profile"]["ops"][:5]
+        lines.append("top ops: " + "; ".join(f"{o['op']} {o['ms']:.2f} ms ({o['percent']:.0f}%)" for o in ops))
+    g = r.get("graph")
+    if g and g.get("ops"):
+        top = ", ".join(f"{k} {v}" for k, v in list(g["ops"].items())[:8])
+        lines.append(f"graph ({g['kind']}): {top}" + (f"; dtypes {g.get('output_dtypes')}" if "output_dtypes" in g
+                                                      else ""))
+    lines += [f"note: {n}" for n in r.get("notes", [])]
+    return "\n".join(lines)
+
+
+__all__ = ["SCHEMA", "plan_axis", "run_tiled", "default_overlap", "count_windows", "check_artifact",
+           "reference_model", "format_report"]

@@ -1,0 +1,310 @@
+"""Plain functions from a PyTorch model to an on-device artifact (ExecuTorch, TFLite, Core ML, ONNX).
+
+``export(model, target, precision, input_size, out, ref=...)`` writes the artifact atomically, its sidecar
+``out.json`` (what ``edgesr check`` needs) and, for ExecuTorch, a delegation report and a BundledProgram.
+Heavy libraries are imported inside the functions: importing this module costs only torch.
+
+int8 plugs in through ``quantized=``: the PT2E-converted graph module that ``edgesr.quantize`` produces for
+the target. This module never quantizes by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..io_utils import atomic_write_bytes, atomic_write_text
+from .rewrites import applicable_rewrites, export_friendly
+from .spec import (INPUT_NAME, OUTPUT_NAME, ArtifactInfo, ExportError, TargetConfig, readable, sha256_of,
+                   target_config, write_sidecar)
+
+SEED = 0
+
+
+@dataclass
+class ModelRef:
+    """How to rebuild the PyTorch model an artifact came from (recorded in the sidecar)."""
+
+    name: str
+    scale: int
+    weights: str | None = None       # a weights file, "zoo", or None (then export saves the weights it used)
+    param_key: str | None = None
+
+    def build(self) -> nn.Module:
+        from ..models import create
+
+        return create(self.name, self.scale, weights=self.weights, param_key=self.param_key)
+
+
+# --------------------------------------------------------------------------------- checks
+def required_multiple(model: nn.Module) -> int:
+    """Input sides must be multiples of this for an exact, delegated export (SAFMN's pooling pyramid)."""
+    from ..models.safmn import SAFM
+
+    mult = 1
+    for m in model.modules():
+        if isinstance(m, SAFM):
+            for f in m.factors:
+                mult = math.lcm(mult, int(f))
+    return mult
+
+
+def check_input_size(model: nn.Module, input_size: tuple[int, int], name: str = "model") -> None:
+    h, w = input_size
+    min_size = int(getattr(model, "min_size", 1))
+    if h < min_size or w < min_size:
+        raise ExportError(f"{name} needs inputs of at least {min_size}x{min_size}, got --input-size {h}x{w}")
+    mult = required_multiple(model)
+    if h % mult or w % mult:
+        up = (-(-h // mult) * mult, -(-w // mult) * mult)
+        raise ExportError(f"{name} exports need H and W multiples of {mult} (exact max-pool pyramid, fully "
+                          f"delegated), got {h}x{w}; use {up[0]}x{up[1]} and let check pad/crop")
+
+
+def check_request(cfg: TargetConfig, precision: str, out: str | Path, layout: str) -> None:
+    if precision not in cfg.precisions:
+        raise ExportError(f"target {cfg.target} supports {', '.join(cfg.precisions)}, not {precision}")
+    if Path(out).suffix != cfg.suffix:
+        raise ExportError(f"a {cfg.target} artifact must be named *{cfg.suffix}, got {Path(out).name}")
+    if layout != "nchw" and cfg.target != "tflite":
+        raise ExportError(f"--layout {layout} is only available for tflite (other targets take NCHW)")
+    parent = Path(out).resolve().parent
+    if not parent.is_dir():
+        raise ExportError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"output folder is not writable: {parent}")
+
+
+def example_input(input_size: tuple[int, int], seed: int = SEED) -> torch.Tensor:
+    """The fixed input used for lowering, the bundled program and parity checks."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, *input_size, generator=g)
+
+
+# --------------------------------------------------------------------------------- export
+def export(model: nn.Module, target: str | Path, precision: str, input_size: tuple[int, int], out: str | Path,
+           *, ref: ModelRef, quantized: nn.Module | None = None, layout: str = "nchw", rewrite: bool = True,
+           command: str | None = None) -> ArtifactInfo:
+    """Write ``out`` (+ ``out.json`` sidecar) for ``target`` at a fixed ``input_size`` (H, W), batch 1.
+
+    ``model`` is the fp32 eval model (the reference ``check`` compares against). For ``precision="int8"``
+    pass ``quantized``: the PT2E-converted graph module for this target (from ``edgesr.quantize``).
+    """
+    cfg = target_config(target)
+    check_request(cfg, precision, out, layout)
+    check_input_size(model, input_size, ref.name)
+    if precision == "int8" and quantized is None:
+        raise ExportError("int8 export needs the quantized model from edgesr.quantize (quantized=...)")
+    if quantized is not None and precision != "int8":
+        raise ExportError("quantized= is only meaningful with precision int8")
+    if quantized is not None and cfg.target != "executorch":
+        raise ExportError(f"int8 for {cfg.target} is not wired yet (ExecuTorch/XNNPACK only)")
+    out = Path(out)
+    model = model.eval()
+    x = example_input(input_size)
+
+    names = applicable_rewrites(model) if rewrite else []
+    friendly = export_friendly(model, names) if names else model
+    with torch.no_grad():
+        diff = float((friendly(x) - model(x)).abs().max()) if names else 0.0
+    if diff > 1e-4:
+        raise ExportError(f"internal: export rewrites changed the output by {diff:.2e} (> 1e-4)")
+
+    info = ArtifactInfo(artifact=out.name, target=cfg.target, precision=precision, model=ref.name,
+                        scale=int(ref.scale), input_size=list(input_size), layout=layout, param_key=ref.param_key,
+                        rewrites=names, rewrite_max_abs_diff=diff, target_config=vars(cfg).copy(),
+                        versions=_versions(cfg.target), command=command,
+                        io_dtype="float16" if (precision == "fp16" and cfg.target == "executorch") else "float32")
+    source = quantized if quantized is not None else friendly
+    if cfg.target == "executorch":
+        _export_executorch(source, model, x, precision, out, info)
+    elif cfg.target == "tflite":
+        _export_tflite(source, x, out, layout)
+    elif cfg.target == "coreml":
+        _export_coreml(source, x, precision, out, cfg)
+    elif cfg.target == "onnx":
+        _export_onnx(source, x, out, cfg)
+    info.weights, info.weights_sha256 = _record_weights(model, ref, out)
+    write_sidecar(out, info)
+    return info
+
+
+def export_by_name(name: str, scale: int, target: str | Path, precision: str, input_size: tuple[int, int],
+                   out: str | Path, *, weights: str | None = None, param_key: str | None = None,
+                   layout: str = "nchw", command: str | None = None) -> ArtifactInfo:
+    """Build a registered model (seeded init when ``weights`` is None) and :func:`export` it."""
+    ref = ModelRef(name, scale, weights, param_key)
+    cfg = target_config(target)
+    check_request(cfg, precision, out, layout)  # fail before building the model
+    torch.manual_seed(SEED)
+    model = ref.build()
+    return export(model, target, precision, input_size, out, ref=ref, layout=layout, command=command)
+
+
+def _record_weights(model: nn.Module, ref: ModelRef, out: Path) -> tuple[str, str]:
+    """Where ``check`` finds the weights: the given file, or (random init) a copy saved beside the artifact."""
+    if ref.weights is not None:
+        from ..models import resolve_weights
+
+        path = resolve_weights(ref.weights, ref.name, ref.scale).resolve()
+        return str(path), sha256_of(path)
+    from ..models import save_checkpoint
+
+    path = Path(str(out) + ".weights.pt")
+    readable(save_checkpoint(path, model, model_name=ref.name, scale=ref.scale))
+    return path.name, sha256_of(path)
+
+
+def _versions(target: str) -> dict[str, str]:
+    from importlib import metadata
+
+    dists = {"executorch": ["executorch"], "tflite": ["litert-torch", "ai-edge-litert"],
+             "coreml": ["coremltools"], "onnx": ["onnx", "onnxruntime", "onnxscript"]}[target]
+    out = {"edgesr": __version__, "torch": torch.__version__}
+    for d in dists:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[d] = metadata.version(d)
+    return out
+
+
+# ---------------------------------------------------------------------------- atomic paths
+@contextlib.contextmanager
+def atomic_path(out: Path, directory: bool = False) -> Iterator[Path]:
+    """A temporary path in ``out``'s folder, renamed onto ``out`` only if the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = tmpdir / out.name
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise ExportError(f"internal: the exporter wrote nothing for {out.name}")
+        if directory and out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- ExecuTorch
+def lower_executorch(source: nn.Module, x: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+    """torch.export -> XNNPACK partition -> ExecuTorch program manager, plus the delegation report."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    ep = torch.export.export(source, (x,))
+    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    report = delegation_report(edge.exported_program().graph_module)
+    return edge.to_executorch(), report
+
+
+def delegation_report(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
+    """Delegated vs not, by operator. ``getitem`` (unpacking a delegate's outputs) is not an op and is left
+    out of the percentage."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(graph_module)
+    by_op = {name: {"delegated": b.delegated, "non_delegated": b.non_delegated}
+             for name, b in sorted(info.delegation_by_operator.items())}
+    ops = {k: v for k, v in by_op.items() if k != "getitem"}
+    delegated = sum(v["delegated"] for v in ops.values())
+    non = sum(v["non_delegated"] for v in ops.values())
+    return {
+        "backend": "XnnpackBackend",
+        "delegated_subgraphs": info.num_delegated_subgraphs,
+        "delegated_ops": delegated,
+        "non_delegated_ops": non,
+        "percent_delegated": round(100.0 * delegated / max(1, delegated + non), 2),
+        "not_delegated": dict(sorted(((k, v["non_delegated"]) for k, v in ops.items() if v["non_delegated"]),
+                                     key=lambda kv: -kv[1])),
+        "by_operator": by_op,
+    }
+
+
+def _export_executorch(source: nn.Module, reference: nn.Module, x: torch.Tensor, precision: str, out: Path,
+                       info: ArtifactInfo) -> None:
+    import json
+
+    if precision == "fp16":
+        source, x_in = copy.deepcopy(source).half(), x.half()
+    else:
+        x_in = x
+    program, report = lower_executorch(source, x_in)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(program.buffer)
+    report_path = Path(str(out) + ".delegation.json")
+    readable(atomic_write_text(report_path, json.dumps(report, indent=2) + "\n"))
+    with torch.no_grad():
+        expected = reference(x).to(x_in.dtype)
+    bpte = out.with_suffix(".bpte")
+    readable(atomic_write_bytes(bpte, bundled_program(program, x_in, expected)))
+    info.delegation = {k: v for k, v in report.items() if k != "by_operator"}
+    info.files.update(delegation=report_path.name, bundled_program=bpte.name)
+
+
+def bundled_program(program: Any, x: torch.Tensor, expected: torch.Tensor) -> bytes:
+    """A .bpte: the program plus one reference input and the PyTorch output for it (the phone-side check)."""
+    from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
+    from executorch.devtools.bundled_program.core import BundledProgram
+    from executorch.devtools.bundled_program.serialize import serialize_from_bundled_program_to_flatbuffer
+
+    suite = MethodTestSuite("forward", [MethodTestCase([x], [expected])])
+    return serialize_from_bundled_program_to_flatbuffer(BundledProgram(program, [suite]))
+
+
+# -------------------------------------------------------------------------------- TFLite
+def _export_tflite(source: nn.Module, x: torch.Tensor, out: Path, layout: str) -> None:
+    import litert_torch
+
+    module, example = source, x
+    if layout == "nhwc":
+        module = litert_torch.to_channel_last_io(source, args=[0], outputs=[0])
+        example = x.permute(0, 2, 3, 1).contiguous()
+    edge = litert_torch.convert(module.eval(), (example,))
+    with atomic_path(out) as tmp:
+        edge.export(str(tmp))
+
+
+# -------------------------------------------------------------------------------- Core ML
+def _export_coreml(source: nn.Module, x: torch.Tensor, precision: str, out: Path, cfg: TargetConfig) -> None:
+    import coremltools as ct
+    import numpy as np
+
+    ep = torch.export.export(source, (x,)).run_decompositions({})
+    ml = ct.convert(
+        ep, convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        minimum_deployment_target=getattr(ct.target, cfg.minimum_deployment_target or "iOS17"),
+        compute_units=getattr(ct.ComputeUnit, cfg.compute_units or "ALL"),
+        inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(x.shape), dtype=np.float32)],
+        outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
+    )
+    with atomic_path(out, directory=True) as tmp:
+        ml.save(str(tmp))
+
+
+# ----------------------------------------------------------------------------------- ONNX
+def _export_onnx(source: nn.Module, x: torch.Tensor, out: Path, cfg: TargetConfig) -> None:
+    program = torch.onnx.export(source, (x,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                opset_version=cfg.opset, verbose=False)
+    with atomic_path(out) as tmp:
+        program.save(str(tmp))
+
+
+__all__ = ["ModelRef", "export", "export_by_name", "lower_executorch", "delegation_report", "bundled_program",
+           "check_input_size", "required_multiple", "example_input", "atomic_path", "SEED"]

@@ -1,0 +1,265 @@
+"""Export: rewrites equal to the eval models, every artifact kind built *and executed* at 64×64
+(scnet_t x4, safmn x4, random weights), delegation report, bundled program, sidecars, CLI errors.
+
+Artifacts are built once per session by :func:`artifact` (lowering is the slow part) and shared with
+test_check.py / test_device.py.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgesr.models as M
+from edgesr.cli import main
+from edgesr.export import rewrites
+from edgesr.export.exporters import check_input_size, example_input, export_by_name
+from edgesr.export.spec import (BUILTIN_TARGETS, ExportError, parse_input_size, read_sidecar, sidecar_path,
+                                target_config)
+
+ROOT = Path(__file__).resolve().parents[1]
+_TMP = Path(tempfile.mkdtemp(prefix="edgesr-export-tests-"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+SIZE = (64, 64)
+
+
+@functools.lru_cache(maxsize=None)
+def artifact(model: str, target: str, precision: str = "fp32", layout: str = "nchw") -> Path:
+    """Export once per session (seeded random weights, saved beside the artifact)."""
+    suffix = BUILTIN_TARGETS[target]["suffix"]
+    out = _TMP / f"{model}_{target}_{precision}_{layout}{suffix}"
+    export_by_name(model, 4, target, precision, SIZE, out, layout=layout, command="pytest")
+    return out
+
+
+def cli(argv: list[str]) -> int:
+    """``edgesr`` as the shell sees it: argparse usage errors exit via SystemExit(2)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    from edgesr.export.runtimes import load_runner
+
+    return load_runner(path, read_sidecar(path), threads=1)(x)
+
+
+def _reference(path: Path, x: np.ndarray) -> np.ndarray:
+    from edgesr.export.check import reference_model
+
+    with torch.no_grad():
+        return reference_model(path, read_sidecar(path))(torch.from_numpy(x)).numpy()
+
+
+# ----------------------------------------------------------------------------------- rewrites
+def _randomised(name: str) -> torch.nn.Module:
+    torch.manual_seed(1)
+    model = M.create(name, 4)
+    with torch.no_grad():  # non-trivial norms, so the rewrites are really exercised
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+        for n, p in model.named_parameters():
+            if n.endswith(("norm.weight", "norm.alpha")) or ".norm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("name, size", [("safmn", (64, 64)), ("safmn", (40, 56)), ("eimn_a", (20, 28)),
+                                        ("lamnet", (20, 28)), ("scnet_t", (17, 23))])
+def test_export_friendly_equals_eval_model(name, size):
+    model = _randomised(name)
+    friendly = rewrites.export_friendly(model)
+    x = torch.rand(1, 3, *size)
+    assert rewrites.max_abs_diff(model, friendly, x) <= 1e-5
+
+
+@pytest.mark.parametrize("rewrite, name", [("shift_as_conv", "scnet_t"), ("shift_as_conv", "scnet_t_ps"),
+                                           ("layer_norm_conv_mean", "safmn"), ("layer_norm_conv_mean", "eimn_a"),
+                                           ("layer_norm_conv_mean", "lamnet"), ("fold_batchnorm", "eimn_a"),
+                                           ("slices_for_splits", "eimn_a"), ("slices_for_splits", "lamnet")])
+def test_each_rewrite_alone_is_exact(rewrite, name):
+    model = _randomised(name)
+    x = torch.rand(1, 3, 16, 24)
+    assert rewrite in rewrites.applicable_rewrites(model)
+    assert rewrites.max_abs_diff(model, rewrites.export_friendly(model, [rewrite]), x) <= 1e-5
+
+
+def test_rewrites_remove_undelegated_ops():
+    """No channel mean, split/chunk or narrow/select (LAMNet's FSA) left in the exported graphs (one block of
+    each kind is enough: the rewrites act per block)."""
+    small = {"safmn": dict(n_blocks=1), "eimn_a": dict(num_stages=1), "lamnet": dict(num_groups=1, num_blocks=1),
+             "scnet_t": dict(num_block=1)}
+    for name, overrides in small.items():
+        model = M.create(name, 4, **overrides)
+        ep = torch.export.export(rewrites.export_friendly(model), (torch.rand(1, 3, 16, 16),))
+        ops = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+        forbidden = ("split", "chunk", "narrow", "select", "batch_norm") + (("slice",) if name == "scnet_t" else ())
+        bad = [o for o in ops if any(k in o for k in forbidden)]
+        channel_means = [n for n in ep.graph.nodes if n.op == "call_function" and "mean" in str(n.target)
+                         and list(n.args[1]) in ([1], [-3])]
+        assert not bad and not channel_means, (name, bad[:3], len(channel_means))
+
+
+def test_fsa_as_convs_matches_official_formulation():
+    from edgesr.models import lamnet
+
+    taps = lamnet.generate_kernel_map(13, (4, 6, 7), (1, 2, 4))
+    x, w = torch.randn(2, 32, 9, 30), torch.randn(2, 4 * 13, 9, 30)
+    for dim in (-1, -2):
+        box, gather, ones = rewrites.fsa_kernels(taps, 32, 4, dim, x)
+        ref = lamnet.focal_separable_attention(x, w, taps, dim, 4)
+        assert (rewrites.fsa_conv(x, w, box, gather, ones) - ref).abs().max() <= 1e-5
+
+
+# --------------------------------------------------------------------------------- validation
+def test_input_size_parsing_and_safmn_multiple():
+    assert parse_input_size("180x320") == (180, 320)
+    assert parse_input_size("64") == (64, 64)
+    for bad in ("0x5", "axb", "64x", "-3x4"):
+        with pytest.raises(ExportError):
+            parse_input_size(bad)
+    with pytest.raises(ExportError, match="multiples of 8"):
+        check_input_size(M.create("safmn", 4), (180, 320), "safmn")
+    check_input_size(M.create("safmn", 4), (184, 320), "safmn")
+    check_input_size(M.create("scnet_t", 4), (180, 320), "scnet_t")
+    with pytest.raises(ExportError, match="multiples of 16"):
+        check_input_size(M.create("safmn_ntire", 4), (24, 32), "safmn_ntire")
+
+
+def test_target_yamls_match_builtin_defaults():
+    files = {"executorch": "executorch_xnnpack.yaml", "tflite": "litert.yaml", "coreml": "coreml.yaml",
+             "onnx": "onnx.yaml"}
+    for name, file in files.items():
+        assert vars(target_config(ROOT / "targets" / file)) == vars(target_config(name)), file
+    with pytest.raises(ExportError, match="unknown target"):
+        target_config("tensorrt")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "tensorrt"], "unknown target"),
+    (["--target", "onnx", "--input-size", "64by64"], "--input-size"),
+    (["--model", "safmn", "--target", "onnx", "--input-size", "60x64"], "multiples of 8"),
+    (["--target", "onnx", "--precision", "fp16"], "supports fp32"),
+    (["--target", "onnx", "--precision", "int8"], "int8 export is not yet available"),
+    (["--target", "onnx", "--out", "model.tflite"], "must be named"),
+    (["--target", "onnx", "--out", "/no/such/dir/m.onnx"], "does not exist"),
+    (["--model", "nosuchnet", "--target", "onnx"], "unknown model"),
+])
+def test_export_cli_bad_input_is_one_line_exit_2(argv, message, capsys):
+    args = {"--model": "scnet_t", "--scale": "4", "--target": "onnx", "--input-size": "64x64",
+            "--out": str(_TMP / "bad.onnx")}
+    for k, v in zip(argv[::2], argv[1::2]):
+        args[k] = v
+    code = cli(["export", *[t for kv in args.items() for t in kv]])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_export_cli_writes_artifact_and_sidecar(tmp_path, capsys):
+    weights = artifact("scnet_t", "onnx").parent / read_sidecar(artifact("scnet_t", "onnx")).weights
+    out = tmp_path / "scnet.onnx"
+    assert cli(["export", "--model", "scnet_t", "--scale", "4", "--weights", str(weights), "--target", "onnx",
+                "--input-size", "32x48", "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    info = read_sidecar(out)
+    assert info.input_size == [32, 48] and info.weights == str(weights.resolve())
+    assert info.command.startswith("edgesr export --model scnet_t --scale 4 --weights ")
+    x = example_input((32, 48)).numpy()
+    assert np.abs(_run(out, x) - _reference(out, x)).max() <= 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scnet.onnx", "scnet.onnx.json"]
+
+
+# ------------------------------------------------------------------------------- ExecuTorch
+def test_executorch_fp32_runs_with_parity_and_full_delegation():
+    for name in ("scnet_t", "safmn"):
+        path = artifact(name, "executorch")
+        info = read_sidecar(path)
+        assert info.model == name and info.input_size == [64, 64] and info.layout == "nchw"
+        x = example_input(SIZE).numpy()
+        y = _run(path, x)
+        assert y.shape == (1, 3, 256, 256)
+        assert np.abs(y - _reference(path, x)).max() <= 1e-4
+        report = json.loads((path.parent / info.files["delegation"]).read_text())
+        assert report["non_delegated_ops"] == 0 and report["percent_delegated"] == 100.0, report["not_delegated"]
+        assert info.delegation["percent_delegated"] == 100.0
+
+
+def test_bundled_program_verifies_in_the_runtime():
+    from executorch.extension.pybindings import portable_lib
+
+    path = artifact("scnet_t", "executorch")
+    bpte = path.parent / read_sidecar(path).files["bundled_program"]
+    bundle = portable_lib._load_bundled_program_from_buffer(bpte.read_bytes())
+    module = portable_lib._load_for_executorch_from_bundled_program(bundle)
+    assert "forward" in module.method_names()
+    bundle.verify_result_with_bundled_expected_output("forward", 0, 1e-4, 1e-4)  # raises on mismatch
+
+
+def test_sidecar_records_what_check_needs():
+    path = artifact("safmn", "executorch")
+    data = json.loads(sidecar_path(path).read_text())
+    for key in ("model", "scale", "weights", "weights_sha256", "target", "precision", "input_size", "layout",
+                "versions", "command", "rewrites"):
+        assert data[key] is not None, key
+    assert data["versions"]["edgesr"] and data["versions"]["executorch"]
+    assert data["rewrites"] == ["layer_norm_conv_mean"] and data["rewrite_max_abs_diff"] <= 1e-5
+    assert (path.parent / data["weights"]).is_file()
+    assert not list(path.parent.glob(".*tmp*")), "no temporary files left behind"
+
+
+# ------------------------------------------------------------------------------ TFLite / ONNX
+def test_tflite_fp32_runs_with_parity():
+    path = artifact("scnet_t", "tflite")
+    x = example_input(SIZE).numpy()
+    assert np.abs(_run(path, x) - _reference(path, x)).max() <= 1e-4
+
+
+def test_tflite_nhwc_io_runs_with_parity():
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = artifact("scnet_t", "tflite", layout="nhwc")
+    assert list(Interpreter(model_path=str(path)).get_input_details()[0]["shape"]) == [1, 64, 64, 3]
+    x = example_input(SIZE).numpy()  # runners take NCHW and transpose for an NHWC artifact
+    assert np.abs(_run(path, x) - _reference(path, x)).max() <= 1e-4
+
+
+def test_onnx_fp32_runs_with_parity():
+    path = artifact("scnet_t", "onnx")
+    x = example_input(SIZE).numpy()
+    assert np.abs(_run(path, x) - _reference(path, x)).max() <= 1e-4
+
+
+# ----------------------------------------------------------------------------------- Core ML
+def test_coreml_converts_and_summarises_mil():
+    import sys
+
+    from edgesr.export.runtimes import CoreMLNotRunnable, coreml_mil_summary, load_runner
+
+    fp32 = artifact("scnet_t", "coreml")
+    assert fp32.is_dir()
+    s = coreml_mil_summary(fp32)
+    assert s["kind"] == "mlProgram" and s["ops"]["conv"] == 39 + 18 and "FLOAT32" in s["output_dtypes"]
+    assert s["io_dtypes"] == {"lr": "FLOAT32", "sr": "FLOAT32"}
+    fp16 = artifact("safmn", "coreml", "fp16")
+    s16 = coreml_mil_summary(fp16)
+    assert "FLOAT16" in s16["output_dtypes"] and s16["io_dtypes"]["lr"] == "FLOAT32"
+    if sys.platform != "darwin":
+        with pytest.raises(CoreMLNotRunnable):
+            load_runner(fp32, read_sidecar(fp32))
+    else:  # pragma: no cover - macOS runs the same path for real
+        x = example_input(SIZE).numpy()
+        assert np.abs(load_runner(fp32, read_sidecar(fp32))(x) - _reference(fp32, x)).max() <= 1e-3
