@@ -2,7 +2,7 @@
 latency at a 320×180 input (2 threads), file size, and fp32 latency against this host's compute limit.
 
     python benchmarks/runtimes.py [--models safmn scnet_t eimn_a lamnet] [--rows executorch:fp32 ...]
-                                  [--data /work/shared/data/Set5 /work/shared/data/B100] [--out benchmarks/out/runtimes]
+                                  [--data ../shared/data/Set5 ../shared/data/B100] [--out benchmarks/out/runtimes]
 
 Every row is ``edgesr export`` + ``edgesr check`` (the same functions), so numbers here are what a user gets.
 Rows are (target, precision) pairs: int8 rows plug in as ``executorch:int8`` etc. once ``edgesr.quantize``

@@ -12,28 +12,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..cli import _nonneg_int, _positive_int
+
 TARGETS = ("executorch", "tflite", "coreml", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
 def _target(text: str) -> str:
