@@ -209,7 +209,9 @@ def _plugin_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     return registers
 
 
-PLUGIN_MODULES = ("edgesr.reparam.command", "edgesr.export.command", "edgesr.quantize.command")
+PLUGIN_MODULES = (
+    "edgesr.reparam.command", "edgesr.export.command", "edgesr.quantize.command", "edgesr.run.command",
+)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -154,7 +154,7 @@ def test_target_yamls_match_builtin_defaults():
     (["--target", "onnx", "--input-size", "64by64"], "--input-size"),
     (["--model", "safmn", "--target", "onnx", "--input-size", "60x64"], "multiples of 8"),
     (["--target", "onnx", "--precision", "fp16"], "supports fp32"),
-    (["--target", "onnx", "--precision", "int8"], "int8 export is not yet available"),
+    (["--target", "onnx", "--precision", "int8"], "needs --quantized"),
     (["--target", "onnx", "--out", "model.tflite"], "must be named"),
     (["--target", "onnx", "--out", "/no/such/dir/m.onnx"], "does not exist"),
     (["--model", "nosuchnet", "--target", "onnx"], "unknown model"),

@@ -139,7 +139,7 @@ def check_artifact(path: str | Path, data: Sequence[str | Path] | None = None, *
     model = reference_model(path, info)
     ref = _torch_runner(model)
     if info.precision == "int8":
-        report["notes"].append("int8: parity is against the fp32 PyTorch model, so it includes quantization error")
+        report["notes"].append("int8: parity is against the fake-quant PyTorch model of the int8 checkpoint (same quantization), so it measures the runtime, not the quantization error")
     report["quality"], report["parity"], report["tiling"] = _quality(run, ref, model, info, data, tile, ov,
                                                                      compare_images, progress)
 
@@ -205,7 +205,7 @@ def _quality(run: Any, ref: Any, model: Any, info: ArtifactInfo, data: Sequence[
             "images": len(vals), "compared_images": sum("torch_whole_psnr_y" in v for v in vals),
             "per_image": per_image,
         }
-    parity = {"reference": "PyTorch eval model (fp32), same windows", "input_size": list(tile),
+    parity = {"reference": ("PyTorch fake-quant int8 model (the checkpoint it was exported from), same windows" if info.precision == "int8" else "PyTorch eval model (fp32), same windows"), "input_size": list(tile),
               "max_abs_diff": worst, "windows": windows,
               "psnr_vs_torch_db": _mean(parity_psnr),
               "psnr_vs_torch_note": "uint8 RGB PSNR, runtime vs PyTorch on the same windows, mean over images "

@@ -62,15 +62,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     size = parse_input_size(args.input_size)
     cfg = target_config(args.target)
-    if args.precision == "int8" or args.quantized:
-        _require_quantize()
+    if args.precision == "int8" and not args.quantized:
+        raise _error("--precision int8 needs --quantized CKPT (make it with `edgesr quantize --target "
+                     f"{cfg.target} ...`)")
+    if args.quantized and args.precision != "int8":
+        raise _error("--quantized is only used with --precision int8")
     if args.precision not in cfg.precisions:
         raise _error(f"target {cfg.target} supports {', '.join(cfg.precisions)}, not {args.precision}")
     from .exporters import export_by_name
 
     info = export_by_name(args.model, args.scale, args.target, args.precision, size, args.out,
                           weights=args.weights, param_key=args.param_key, layout=args.layout,
-                          command=_command_line(args))
+                          command=_command_line(args), quantized=args.quantized)
     print(f"wrote {args.out} ({cfg.target} {info.precision}, {info.model} x{info.scale}, input "
           f"{size[0]}x{size[1]}, {info.layout})")
     if info.rewrites:
@@ -84,12 +87,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"  {role}: {name}")
     print(f"  sidecar: {args.out}.json")
     return 0
-
-
-def _require_quantize() -> None:
-    """int8 comes from edgesr.quantize (PT2E models per target); until it is wired, say so plainly."""
-    raise _error("int8 export is not yet available: it needs the PT2E model from edgesr.quantize, which is not "
-                 "wired into export yet (fp32/fp16 work now)")
 
 
 # ------------------------------------------------------------------------------------- check
@@ -153,7 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "seeded random init whose weights are saved beside the artifact")
     p.add_argument("--param-key", default=None, help="entry of a BasicSR file to load")
     p.add_argument("--quantized", default=None, metavar="CKPT",
-                   help="int8: the quantized checkpoint from `edgesr quantize` (not yet available)")
+                   help="int8: the quantized checkpoint from `edgesr quantize` for the same target")
     p.add_argument("--target", required=True, type=_target, metavar="{executorch,tflite,coreml,onnx}",
                    help="runtime target, or a targets/*.yaml file with its settings")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",

@@ -108,16 +108,19 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
         raise ExportError("int8 export needs the quantized model from edgesr.quantize (quantized=...)")
     if quantized is not None and precision != "int8":
         raise ExportError("quantized= is only meaningful with precision int8")
-    if quantized is not None and cfg.target != "executorch":
-        raise ExportError(f"int8 for {cfg.target} is not wired yet (ExecuTorch/XNNPACK only)")
+    if quantized is not None and getattr(quantized, "target", None) != cfg.target:
+        raise ExportError(f"the quantized model was made for target {getattr(quantized, 'target', '?')!r}, "
+                          f"not {cfg.target!r}: run `edgesr quantize --target {cfg.target}` first")
     out = Path(out)
     model = model.eval()
     x = example_input(input_size)
 
     names = applicable_rewrites(model) if rewrite else []
     friendly = export_friendly(model, names) if names else model
+    if quantized is not None:  # the int8 graph was captured from the export-friendly form already
+        model, friendly = quantized, quantized.graph
     with torch.no_grad():
-        diff = float((friendly(x) - model(x)).abs().max()) if names else 0.0
+        diff = float((friendly(x) - model(x)).abs().max()) if names and quantized is None else 0.0
     if diff > 1e-4:
         raise ExportError(f"internal: export rewrites changed the output by {diff:.2e} (> 1e-4)")
 
@@ -126,11 +129,11 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
                         rewrites=names, rewrite_max_abs_diff=diff, target_config=vars(cfg).copy(),
                         versions=_versions(cfg.target), command=command,
                         io_dtype="float16" if (precision == "fp16" and cfg.target == "executorch") else "float32")
-    source = quantized if quantized is not None else friendly
+    source = friendly
     if cfg.target == "executorch":
         _export_executorch(source, model, x, precision, out, info)
     elif cfg.target == "tflite":
-        _export_tflite(source, x, out, layout)
+        _export_tflite(source, x, out, layout, quantized)
     elif cfg.target == "coreml":
         _export_coreml(source, x, precision, out, cfg)
     elif cfg.target == "onnx":
@@ -142,18 +145,34 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
 
 def export_by_name(name: str, scale: int, target: str | Path, precision: str, input_size: tuple[int, int],
                    out: str | Path, *, weights: str | None = None, param_key: str | None = None,
-                   layout: str = "nchw", command: str | None = None) -> ArtifactInfo:
-    """Build a registered model (seeded init when ``weights`` is None) and :func:`export` it."""
+                   layout: str = "nchw", command: str | None = None, quantized: str | None = None) -> ArtifactInfo:
+    """Build a registered model (seeded init when ``weights`` is None) and :func:`export` it; int8 takes
+    the checkpoint from ``edgesr quantize`` (``quantized``)."""
     ref = ModelRef(name, scale, weights, param_key)
     cfg = target_config(target)
     check_request(cfg, precision, out, layout)  # fail before building the model
     torch.manual_seed(SEED)
     model = ref.build()
-    return export(model, target, precision, input_size, out, ref=ref, layout=layout, command=command)
+    q = None
+    if quantized is not None:
+        from ..models import create
+
+        q = create(name, scale, weights=quantized)
+        if not getattr(q, "quantized", False):
+            raise ExportError(f"--quantized {quantized} is not an int8 checkpoint from `edgesr quantize`")
+    return export(model, target, precision, input_size, out, ref=ref, layout=layout, command=command, quantized=q)
 
 
 def _record_weights(model: nn.Module, ref: ModelRef, out: Path) -> tuple[str, str]:
     """Where ``check`` finds the weights: the given file, or (random init) a copy saved beside the artifact."""
+    if getattr(model, "quantized", False):  # int8: check's reference is the fake-quant model, from its checkpoint
+        from ..quantize.checkpoint import save_quantized
+
+        src = getattr(model, "source_path", None)
+        if src is None or not Path(src).is_file():
+            src = readable(save_quantized(model, Path(str(out) + ".int8.pt")))
+        path = Path(src).resolve()
+        return (path.name if path.parent == out.resolve().parent else str(path)), sha256_of(path)
     if ref.weights is not None:
         from ..models import resolve_weights
 
@@ -268,14 +287,27 @@ def bundled_program(program: Any, x: torch.Tensor, expected: torch.Tensor) -> by
 
 
 # -------------------------------------------------------------------------------- TFLite
-def _export_tflite(source: nn.Module, x: torch.Tensor, out: Path, layout: str) -> None:
+def _export_tflite(source: nn.Module, x: torch.Tensor, out: Path, layout: str, quantized: Any = None) -> None:
     import litert_torch
+
+    kwargs: dict[str, Any] = {}
+    if quantized is not None:  # litert folds the quantize/dequantize pairs into int8 TFLite kernels
+        from litert_torch.quantize.quant_config import QuantConfig as LiteRTQuantConfig
+
+        from ..config import from_dict
+        from ..quantize.config import QuantConfig
+        from ..quantize.quantizers import base_quantizer
+
+        qcfg = from_dict(QuantConfig, quantized.config)
+        kwargs["quant_config"] = LiteRTQuantConfig(pt2e_quantizer=base_quantizer("tflite", qcfg, False))
 
     module, example = source, x
     if layout == "nhwc":
         module = litert_torch.to_channel_last_io(source, args=[0], outputs=[0])
         example = x.permute(0, 2, 3, 1).contiguous()
-    edge = litert_torch.convert(module.eval(), (example,))
+    if quantized is None:
+        module = module.eval()  # an exported int8 graph has no train/eval switch (and needs none)
+    edge = litert_torch.convert(module, (example,), **kwargs)
     with atomic_path(out) as tmp:
         edge.export(str(tmp))
 

@@ -65,6 +65,15 @@ def set_executorch_threads(threads: int) -> None:
     portable_lib._unsafe_reset_threadpool(int(threads))
 
 
+def _io_quant(detail: dict[str, Any]) -> tuple[float, int, Any] | None:
+    """(scale, zero point, dtype) of an integer input/output tensor, None for float I/O."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind not in "iu":
+        return None
+    scale, zero = detail.get("quantization", (0.0, 0))
+    return float(scale), int(zero), dtype
+
+
 def _tflite_runner(path: str, info: ArtifactInfo, threads: int | None) -> Runner:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -73,11 +82,21 @@ def _tflite_runner(path: str, info: ArtifactInfo, threads: int | None) -> Runner
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     nhwc = info.layout == "nhwc"
 
+    in_q, out_q = _io_quant(inp), _io_quant(out)
+
     def run(x: np.ndarray) -> np.ndarray:
-        interp.set_tensor(inp["index"], np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nhwc else x, np.float32))
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nhwc else x, np.float32)
+        if in_q is not None:  # int8 I/O: litert folded the input quantize into the model; the app quantizes
+            scale, zero, dtype = in_q
+            info_ = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale) + zero, info_.min, info_.max).astype(dtype)
+        interp.set_tensor(inp["index"], x)
         interp.invoke()
         y = interp.get_tensor(out["index"])
-        return np.ascontiguousarray(y.transpose(0, 3, 1, 2) if nhwc else y)
+        if out_q is not None:
+            scale, zero, _ = out_q
+            y = (y.astype(np.float32) - zero) * scale
+        return np.ascontiguousarray(y.transpose(0, 3, 1, 2) if nhwc else y, dtype=np.float32)
 
     return run
 

@@ -40,6 +40,10 @@ def create(name: str, scale: int = 4, weights: str | Path | None = None,
     if weights is not None:
         weights = resolve_weights(weights, name, scale)
         ckpt = read_checkpoint(weights)
+        if is_quantized_checkpoint(ckpt):  # int8 from `edgesr quantize`: the fake-quant model
+            from ..quantize.checkpoint import load_quantized
+
+            return load_quantized(ckpt, name, scale, source=weights)
         if is_edgesr_checkpoint(ckpt):
             _check_edgesr_header(ckpt, name, scale, weights)
             overrides = {**ckpt.get("config", {}), **overrides}
@@ -51,6 +55,7 @@ def create(name: str, scale: int = 4, weights: str | Path | None = None,
             model = rebuild(model, transform_of(ckpt))
         state = extract_state_dict(ckpt, param_key, source=str(weights))
         load_state_dict_strict(model, state, f"{name} x{scale}", str(weights))
+    model.edgesr_name, model.edgesr_config = name, dict(overrides)  # what a later stage needs to rebuild it
     return model.eval()
 
 
@@ -73,6 +78,10 @@ def _check_edgesr_header(ckpt: dict[str, Any], name: str, scale: int, source: st
         raise CheckpointError(f"{source} is an edgesr checkpoint of {ckpt['model']!r}, not {name!r}")
     if ckpt.get("scale") not in (None, scale):
         raise CheckpointError(f"{source} is an edgesr checkpoint for x{ckpt['scale']}, not x{scale}")
+
+
+def is_quantized_checkpoint(ckpt: Any) -> bool:
+    return isinstance(ckpt, dict) and ckpt.get("format") == "edgesr-quant"
 
 
 def num_params(model: nn.Module) -> int:

@@ -1,0 +1,99 @@
+"""fp32 vs int8 (PTQ and QAT, fake-quant in PyTorch) per model and target runtime, on Set5/Set14/B100.
+
+int8 models evaluate whole images through the dynamic-shape graph, padded (edge replication) to the model's
+size multiple (8 for SAFMN); the fp32 row is evaluated through the same padding so the drop is quantization
+only. Calibration: 16 images spread over T91+BSD200 (LR centre crops 96 px); QAT on T91+BSD200 patches with
+L1 to HR + L1 to the fp32 model's SR.
+
+    .venv/bin/python benchmarks/int8_drop.py --models eimn_a --targets executorch --modes ptq --sets Set5
+    .venv/bin/python benchmarks/int8_drop.py                        # everything (hours on 2 CPU cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgesr.data.folders import open_benchmark
+from edgesr.evaluate import evaluate
+from edgesr.models import create
+from edgesr.quantize import QuantConfig, ptq, qat, save_quantized
+from edgesr.quantize.graph import pad_to_multiple, size_multiple
+from edgesr.zoo import available
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+class Padded(nn.Module):
+    """The fp32 model seen through the int8 model's padding (same borders, so the drop is quantization only)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.mult = model, size_multiple(model)
+        self.min_size, self.scale = int(getattr(model, "min_size", 1)), int(model.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xp, h, w = pad_to_multiple(x, self.mult, self.min_size)
+        return self.model(xp).clamp(0, 1)[..., : h * self.scale, : w * self.scale]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["safmn", "scnet_t", "eimn_a", "lamnet"])
+    ap.add_argument("--targets", nargs="+", default=["executorch", "tflite", "coreml"])
+    ap.add_argument("--modes", nargs="+", default=["ptq", "qat"], choices=["ptq", "qat"])
+    ap.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
+    ap.add_argument("--weights", nargs="*", default=[], metavar="NAME=PATH", help="fp32 weights (default: zoo)")
+    ap.add_argument("--qat-iterations", type=int, default=300)
+    ap.add_argument("--keep-float", nargs="*", default=[])
+    ap.add_argument("--observer", default="histogram")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "int8")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    weights = dict(w.split("=", 1) for w in args.weights)
+    train = [str(DATA / "T91"), str(DATA / "BSD200")]
+    sets = {s: open_benchmark(DATA / s, 4) for s in args.sets}
+    cfg = QuantConfig(iterations=args.qat_iterations, keep_float=list(args.keep_float), observer=args.observer)
+    rows = []
+    for name in args.models:
+        w = weights.get(name) or ("zoo" if (name, 4) in available() else None)
+        if w is None:
+            print(f"{name}: no fp32 weights (zoo has none; pass --weights {name}=PATH) — skipped", flush=True)
+            continue
+        model = create(name, 4, weights=w)
+        fp = {s: evaluate(Padded(model), b, 4, progress=False) for s, b in sets.items()}
+        print(f"{name} fp32 " + "  ".join(f"{s} {r.psnr_y:.3f}" for s, r in fp.items()), flush=True)
+        for target in args.targets:
+            for mode in args.modes:
+                t0 = time.perf_counter()
+                q = ptq(model, target, train, cfg) if mode == "ptq" else qat(model, target, train, cfg)
+                minutes = (time.perf_counter() - t0) / 60
+                save_quantized(q, args.out / f"{name}_x4_{target}_{mode}.pt")
+                res = {s: evaluate(q, b, 4, progress=False) for s, b in sets.items()}
+                row = {"model": name, "target": target, "mode": mode, "minutes": round(minutes, 1),
+                       **{s: {"fp32": fp[s].psnr_y, "int8": r.psnr_y, "drop": fp[s].psnr_y - r.psnr_y,
+                              "ssim_fp32": fp[s].ssim_y, "ssim_int8": r.ssim_y} for s, r in res.items()}}
+                rows.append(row)
+                print(f"{name:<8} {target:<11} {mode:<4} " + "  ".join(
+                    f"{s} {r.psnr_y:.3f} (-{row[s]['drop']:.3f})" for s, r in res.items())
+                    + f"  [{minutes:.1f} min]", flush=True)
+                (args.out / "int8_drop.json").write_text(json.dumps(rows, indent=2))
+    print(f"\n{'model':<8} {'target':<11} {'mode':<4} " + " ".join(f"{s + ' fp32':>11} {'int8':>7} {'drop':>6}"
+                                                          for s in args.sets))
+    for r in rows:
+        print(f"{r['model']:<8} {r['target']:<11} {r['mode']:<4} " + " ".join(
+            f"{r[s]['fp32']:11.3f} {r[s]['int8']:7.3f} {r[s]['drop']:6.3f}" for s in args.sets))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""``edgesr quantize``: PTQ or QAT int8 for one target, saved as a checkpoint that `eval` and `export` load."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import UsageError
+from .config import OBSERVERS, TARGETS
+
+
+def _check_out(path: str | None) -> None:
+    if path is None:
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"output folder does not exist: {parent}")
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data.samples import CALIB_IMAGES, sample_paths
+    from ..io_utils import atomic_write_text
+    from ..models import create
+    from . import QuantConfig, ptq, qat, save_quantized, sensitivity
+
+    _check_out(args.out)
+    _check_out(args.analyze_json)
+    if args.mode == "qat" and not args.data:
+        raise UsageError("--mode qat needs --data FOLDER ... (HR training images)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = QuantConfig(observer=args.observer, keep_float=list(args.keep_float), clamp_output=not args.no_clamp,
+                      float_adds=args.float_adds, calib_size=args.calib_size, calib_patch=args.calib_patch,
+                      iterations=args.iterations, lr=args.lr, batch_size=args.batch_size,
+                      patch_size=args.patch_size, kd_weight=args.kd_weight, seed=args.seed)
+    cfg.validate()
+    model = create(args.model, args.scale, weights=args.weights, param_key=args.param_key)
+    calib = [str(d) for d in args.data] if args.data else [str(p) for p in sample_paths(CALIB_IMAGES)]
+    t0 = time.perf_counter()
+    if args.analyze:
+        rows = sensitivity(model, args.target, calib, cfg, progress=not args.quiet)
+        print(f"{'layer':<40} {'SQNR dB':>8} {'PSNR vs fp32':>13}")
+        for r in rows:
+            print(f"{r['layer'] or '(top)':<40} {r['sqnr_db']:8.2f} {r['psnr_vs_fp32']:13.2f}")
+        if args.analyze_json:
+            atomic_write_text(args.analyze_json, json.dumps(rows, indent=2) + "\n")
+        if not args.out:
+            return 0
+    if not args.out:
+        raise UsageError("--out CKPT is required (or use --analyze alone)")
+    teacher = None
+    if args.teacher:
+        t_name, _, t_weights = args.teacher.partition(":")
+        teacher = create(t_name, args.scale, weights=t_weights or "zoo")
+    if args.mode == "ptq":
+        q = ptq(model, args.target, calib, cfg, progress=not args.quiet)
+    else:
+        q = qat(model, args.target, calib, cfg, teacher=teacher, progress=not args.quiet)
+    save_quantized(q, args.out, extra={"command": _command_line(args)})
+    print(f"wrote {args.out}: {args.model} x{args.scale} int8 for {args.target} ({args.mode}, "
+          f"{time.perf_counter() - t0:.0f} s)")
+    print(f"  evaluate: edgesr eval --model {args.model} --scale {args.scale} --weights {args.out}")
+    print(f"  export:   edgesr export --model {args.model} --scale {args.scale} "
+          f"{'--weights ' + str(args.weights) + ' ' if args.weights else ''}--quantized {args.out} "
+          f"--target {args.target} --precision int8 --input-size 180x320 --out MODEL.{_suffix(args.target)}")
+    return 0
+
+
+def _suffix(target: str) -> str:
+    return {"executorch": "pte", "tflite": "tflite", "coreml": "mlpackage"}[target]
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    import shlex
+    import sys
+
+    return " ".join(shlex.quote(a) for a in ["edgesr", *sys.argv[1:]])
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text}")
+        return value
+    return parse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quantize", help="int8 PTQ or QAT for a target runtime (ExecuTorch, TFLite, Core ML)",
+        description="Quantize a model to int8 with the target runtime's own scheme (PT2E): post-training "
+                    "calibration (ptq) or quantization-aware training with distillation from full precision (qat). "
+                    "The checkpoint reloads to the same fake-quant model: `edgesr eval --weights CKPT` evaluates "
+                    "it in PyTorch, `edgesr export --quantized CKPT --precision int8` lowers it.")
+    p.add_argument("--model", required=True, help="registered model name (see `edgesr models`)")
+    p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4), help="upscaling factor")
+    p.add_argument("--weights", default=None, help="fp32 weights file or 'zoo'")
+    p.add_argument("--param-key", default=None, help="entry of a BasicSR file to load")
+    p.add_argument("--target", required=True, choices=TARGETS, help="the runtime whose int8 scheme to use")
+    p.add_argument("--mode", choices=("ptq", "qat"), default="ptq", help="post-training or quantization-aware")
+    p.add_argument("--data", nargs="+", default=None, metavar="DIR",
+                   help="HR image folders: calibration (ptq) or training (qat) images; default (ptq only): "
+                        "scikit-image's bundled photos")
+    p.add_argument("--out", default=None, metavar="CKPT", help="quantized checkpoint to write (atomically)")
+    p.add_argument("--calib-size", type=_positive(int), default=16, help="calibration images (default 16)")
+    p.add_argument("--calib-patch", type=_positive(int), default=96, help="LR centre crop for calibration")
+    p.add_argument("--observer", choices=OBSERVERS, default="histogram", help="activation range observer (ptq)")
+    p.add_argument("--keep-float", nargs="*", default=[], metavar="LAYER",
+                   help="layers left in float: 'first', 'last' or module paths (see --analyze)")
+    p.add_argument("--no-clamp", action="store_true", help="do not clamp the output to [0, 1] in the graph")
+    p.add_argument("--float-adds", action="store_true", help="leave residual adds unquantized")
+    p.add_argument("--iterations", type=_positive(int), default=300, help="QAT steps (default 300)")
+    p.add_argument("--lr", type=_positive(float), default=2e-5, help="QAT learning rate (Adam, cosine)")
+    p.add_argument("--batch-size", type=_positive(int), default=8, help="QAT batch")
+    p.add_argument("--patch-size", type=_positive(int), default=96, help="QAT HR patch side")
+    p.add_argument("--kd-weight", type=float, default=1.0, help="QAT: L1 to the full-precision SR (0: off)")
+    p.add_argument("--teacher", default=None, metavar="NAME[:WEIGHTS]",
+                   help="QAT distillation teacher (default: the fp32 model itself), e.g. eimn_a:zoo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--analyze", action="store_true",
+                   help="per-layer sensitivity: SQNR when each conv alone is int8, sorted worst first")
+    p.add_argument("--analyze-json", default=None, metavar="FILE", help="write the sensitivity table as JSON")
+    p.add_argument("--threads", type=_positive(int), default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_quantize)

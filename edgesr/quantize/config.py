@@ -1,0 +1,60 @@
+"""What a user can choose when quantizing: one small dataclass, defaults that work for SR nets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import UsageError
+
+TARGETS: tuple[str, ...] = ("executorch", "tflite", "coreml")
+OBSERVERS: tuple[str, ...] = ("histogram", "minmax", "moving_minmax", "percentile")
+
+Target = Literal["executorch", "tflite", "coreml"]
+
+
+@dataclass
+class QuantConfig:
+    """int8 options. The SR-aware ones (``keep_float``, ``clamp_output``, ``float_adds``, ``observer``) are
+    measured one by one in ``benchmarks/int8_drop.py --ablate``.
+
+    ``keep_float`` names modules left in floating point: module paths (``"head"``), or ``"first"`` / ``"last"``
+    for the first / last convolution of the network (the image-facing layers SR is most sensitive to).
+    """
+
+    observer: str = "histogram"          # activation observer for PTQ calibration
+    percentile: float = 99.99            # observer "percentile": clip activations to this percentile
+    per_channel: bool = True             # per-output-channel symmetric weights (every target supports it)
+    keep_float: list[str] = field(default_factory=list)
+    clamp_output: bool = True            # SR output clamped to [0, 1] inside the graph: output scale ≈ 1/255
+    float_adds: bool = False             # leave residual adds unquantized (costs a dequant/quant pair each)
+    calib_size: int = 16                 # calibration images (LR), each cropped to calib_patch if larger
+    calib_patch: int = 96                # LR crop side for calibration (whole image when smaller)
+    # QAT
+    iterations: int = 300
+    lr: float = 2e-5
+    batch_size: int = 8
+    patch_size: int = 96                 # HR patch side for QAT (LR = patch_size / scale)
+    kd_weight: float = 1.0               # L1 to the full-precision model's SR (itself, or a teacher)
+    gt_weight: float = 1.0               # L1 to ground truth
+    freeze_observers_at: float = 0.5     # fraction of QAT steps after which activation ranges stop moving
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.observer not in OBSERVERS:
+            raise UsageError(f"quantize: unknown observer {self.observer!r} (choose from {', '.join(OBSERVERS)})")
+        if not 50.0 < self.percentile <= 100.0:
+            raise UsageError(f"quantize: percentile must be in (50, 100], got {self.percentile}")
+        for key in ("calib_size", "calib_patch", "iterations", "batch_size", "patch_size"):
+            if int(getattr(self, key)) < 1:
+                raise UsageError(f"quantize: {key} must be a positive integer, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise UsageError(f"quantize: lr must be positive, got {self.lr}")
+        if not 0.0 <= self.freeze_observers_at <= 1.0:
+            raise UsageError(f"quantize: freeze_observers_at must be in [0, 1], got {self.freeze_observers_at}")
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise UsageError(f"unknown quantization target {target!r} (choose from {', '.join(TARGETS)})")
+    return target

@@ -1,0 +1,193 @@
+"""Post-training quantization, and the machinery every technique shares: calibration data, prepare, convert."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import UsageError
+from .config import QuantConfig, check_target
+from .graph import QuantizedSR, capture, size_multiple
+from .quantizers import make_quantizer, unknown_keep_float
+
+Calibration = Sequence[torch.Tensor] | Sequence[str | Path]
+
+
+# ------------------------------------------------------------------------------- calibration data
+def _crop(lr: np.ndarray, side: int, mult: int) -> np.ndarray:
+    """Centre crop to ``side`` (rounded down to ``mult``); images smaller than that stay whole."""
+    h, w = lr.shape[:2]
+    ch, cw = min(h, side), min(w, side)
+    ch, cw = max(mult, ch - ch % mult), max(mult, cw - cw % mult)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return lr[y:y + ch, x:x + cw]
+
+
+def calibration_inputs(calib: Calibration, scale: int, cfg: QuantConfig, mult: int = 1,
+                       progress: bool = False) -> list[torch.Tensor]:
+    """LR tensors (1, 3, h, w) in [0, 1]: given tensors as they are, or the first ``calib_size`` images of
+    HR folders turned into MATLAB-bicubic LR and centre-cropped to ``calib_patch``."""
+    items = list(calib)
+    if not items:
+        raise UsageError("quantize: no calibration images given")
+    if all(isinstance(t, torch.Tensor) for t in items):
+        return [t if t.dim() == 4 else t.unsqueeze(0) for t in items[: cfg.calib_size]]
+    from ..data.folders import hr_and_bicubic_lr, list_images
+    from ..data.io import load_image, to_tensor
+
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise UsageError(f"quantize: no images in calibration folder {p}")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise UsageError(f"quantize: calibration folder not found: {p}")
+    paths = _spread(paths, cfg.calib_size)
+    out = []
+    for p in tqdm(paths, desc="calibration LR", unit="img", disable=not progress, leave=False):
+        _, lr = hr_and_bicubic_lr(load_image(p), scale)
+        out.append(to_tensor(_crop(lr, cfg.calib_patch, mult)))
+    return out
+
+
+def _spread(paths: list[Path], n: int) -> list[Path]:
+    """``n`` images spread over all folders (not the first folder's first n), deterministic."""
+    if len(paths) <= n:
+        return paths
+    idx = np.linspace(0, len(paths) - 1, n).round().astype(int)
+    return [paths[i] for i in idx]
+
+
+# ------------------------------------------------------------------------------------ shared flow
+def model_name(model: nn.Module) -> str:
+    from ..models._registry import names
+
+    name = getattr(model, "edgesr_name", None)
+    if name:
+        return str(name)
+    cls = type(model).__name__.lower()
+    return next((n for n in names() if n.replace("_", "") == cls), cls)
+
+
+def prepare(model: nn.Module, target: str, cfg: QuantConfig, qat: bool = False,
+            keep: Any = None) -> torch.fx.GraphModule:
+    """Capture ``model`` and insert the target's observers (PTQ) or fake-quantizers (QAT)."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    gm = capture(model, clamp_output=cfg.clamp_output)
+    bad = unknown_keep_float(gm, cfg)
+    if bad:
+        raise UsageError(f"quantize: keep_float names no module of the model: {bad[0]!r}")
+    quantizer = make_quantizer(target, cfg, qat=qat, keep=keep)
+    return prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
+
+
+@torch.no_grad()
+def calibrate(prepared: torch.fx.GraphModule, inputs: Iterable[torch.Tensor], progress: bool = False) -> None:
+    inputs = list(inputs)
+    for x in tqdm(inputs, desc="calibrating", unit="img", disable=not progress, leave=False):
+        prepared(x)
+
+
+def convert(prepared: torch.fx.GraphModule, target: str) -> torch.fx.GraphModule:
+    """Observers → quantize/dequantize pairs. litert-torch wants them unfolded (it folds them itself)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    return convert_pt2e(prepared, fold_quantize=(target != "tflite"))
+
+
+def _observers(prepared: torch.fx.GraphModule) -> dict[str, nn.Module]:
+    """Observer / fake-quant modules keyed by the graph edge they sit on. Their own names
+    (``activation_post_process_N``) follow the quantizer's annotation order, which is not stable for every
+    quantizer (litert-torch's varies between runs); the names of the ops around them are."""
+    out: dict[str, nn.Module] = {}
+    for node in prepared.graph.nodes:
+        if node.op != "call_module" or not str(node.target).startswith("activation_post_process"):
+            continue
+        src = node.args[0].name if node.args and hasattr(node.args[0], "name") else "?"
+        users = ",".join(sorted(u.name for u in node.users))
+        key = f"{src}->{users}"
+        k, i = key, 1
+        while k in out:
+            k, i = f"{key}#{i}", i + 1
+        out[k] = prepared.get_submodule(str(node.target))
+    return out
+
+
+def prepared_state(prepared: torch.fx.GraphModule) -> dict[str, Any]:
+    observers = _observers(prepared)
+    owned = {id(m) for m in observers.values()}
+    params = {k: v.detach().clone() for k, v in prepared.state_dict().items()
+              if not k.startswith("activation_post_process")}
+    return {"params": params,
+            "observers": {k: {n: t.detach().clone() for n, t in m.state_dict().items()}
+                          for k, m in observers.items() if id(m) in owned}}
+
+
+def load_prepared_state(prepared: torch.fx.GraphModule, state: dict[str, Any]) -> None:
+    observers = _observers(prepared)
+    if set(observers) != set(state["observers"]):
+        missing = sorted(set(state["observers"]) ^ set(observers))
+        raise RuntimeError(f"observer layout differs (e.g. {missing[0]})")
+    missing, unexpected = prepared.load_state_dict(state["params"], strict=False)
+    missing = [k for k in missing if not k.startswith("activation_post_process")]
+    if missing or unexpected:
+        raise RuntimeError(f"parameters differ (e.g. {(missing or unexpected)[0]})")
+    for key, module in observers.items():
+        sd = OrderedDict(state["observers"][key])
+        # the observers' versioned loaders need the metadata a plain dict lost (else eps resets to 1.2e-7)
+        sd._metadata = {name: {"version": getattr(m, "_version", 1)}  # type: ignore[attr-defined]
+                        for name, m in module.named_modules()}
+        module.load_state_dict(sd, strict=True)
+
+
+def finish(model: nn.Module, prepared: torch.fx.GraphModule, target: str, mode: str, cfg: QuantConfig,
+           scale: int, info: dict | None = None) -> QuantizedSR:
+    """Keep the prepared state (what a checkpoint stores), convert, wrap as an SR model."""
+    state = prepared_state(prepared)
+    graph = convert(prepared, target)
+    q = QuantizedSR(graph, name=model_name(model), scale=scale, target=target, mode=mode,
+                    mult=size_multiple(model), min_size=int(getattr(model, "min_size", 1)),
+                    config=dataclasses.asdict(cfg), info=info)
+    q.prepared_state = state
+    q.fp32_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    q.fp32_config = dict(getattr(model, "edgesr_config", {}) or {})
+    return q
+
+
+def model_scale(model: nn.Module) -> int:
+    scale = getattr(model, "scale", None) or getattr(model, "upscale", None)
+    if scale is None:
+        raise UsageError("quantize: the model does not say its scale (expected a model from edgesr.models.create)")
+    return int(scale)
+
+
+# ------------------------------------------------------------------------------------------ PTQ
+def ptq(model: nn.Module, target: str, calib_images: Calibration, config: QuantConfig | None = None,
+        *, progress: bool = False) -> QuantizedSR:
+    """Post-training int8 for ``target``: observe activation ranges on ``calib_images`` (LR tensors or HR image
+    folders), convert. Returns the fake-quant model; ``edgesr.export`` lowers it for the same target."""
+    cfg = config or QuantConfig()
+    cfg.validate()
+    check_target(target)
+    if getattr(model, "quantized", False):
+        raise UsageError("quantize: the model is already quantized")
+    model = copy.deepcopy(model).eval()
+    scale = model_scale(model)
+    inputs = calibration_inputs(calib_images, scale, cfg, size_multiple(model), progress)
+    prepared = prepare(model, target, cfg)
+    calibrate(prepared, inputs, progress)
+    return finish(model, prepared, target, "ptq", cfg, scale, {"calibration_images": len(inputs)})

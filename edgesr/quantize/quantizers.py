@@ -1,0 +1,186 @@
+"""The target decides the quantizer; everything after annotation (prepare, calibrate, QAT, convert) is shared.
+
+- ``executorch``: XNNPACK's quantizer: int8 per-channel symmetric weights, int8 per-tensor affine activations.
+- ``tflite``: litert-torch's PT2E quantizer (the same int8 scheme, annotated the way the TFLite converter
+  legalises it).
+- ``coreml``: Core ML's W8A8 scheme (int8 per-channel symmetric weights, int8 activations). coremltools'
+  own PT2E ``CoreMLQuantizer`` imports ``torch.ao.quantization.quantizer``, removed in torch 2.13, so edgesr
+  annotates with XNNPACK's annotator (the same W8A8 pattern set: conv, add, mul, cat) and ``ct.convert``
+  reads the resulting quantize/dequantize pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+from torch.fx import GraphModule, Node
+
+from .config import QuantConfig, check_target
+
+CONV_OPS = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default,
+            torch.ops.aten.conv_transpose2d.input}
+ADD_OPS = {torch.ops.aten.add.Tensor}
+
+
+def _percentile_observer() -> type:
+    from torchao.quantization.pt2e import HistogramObserver
+
+    class PercentileObserver(HistogramObserver):
+        """Histogram observer whose range is the [100-p, p] percentiles: clips rare outliers (SR activations
+        are heavy-tailed; one bright edge should not cost every other pixel its resolution)."""
+
+        def __init__(self, *args: Any, percentile: float = 99.99, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.percentile = float(percentile)
+
+        @torch.jit.export
+        def calculate_qparams(self):  # type: ignore[override]
+            hist = self.histogram
+            if hist.sum() <= 0 or self.min_val.numel() == 0 or self.min_val == float("inf"):
+                return super().calculate_qparams()
+            cdf = torch.cumsum(hist, 0) / hist.sum()
+            q = (100.0 - self.percentile) / 100.0
+            lo_bin = int(torch.searchsorted(cdf, torch.tensor(q, dtype=cdf.dtype)))
+            hi_bin = int(torch.searchsorted(cdf, torch.tensor(1.0 - q, dtype=cdf.dtype)))
+            width = (self.max_val - self.min_val) / self.bins
+            lo = self.min_val + width * lo_bin
+            hi = self.min_val + width * (hi_bin + 1)
+            return self._calculate_qparams(torch.minimum(lo, torch.zeros_like(lo)),
+                                           torch.maximum(hi, torch.zeros_like(hi)))
+
+    return PercentileObserver
+
+
+def _activation_ctr(cfg: QuantConfig, qat: bool, eps: float = 2**-12) -> Any:
+    from torchao.quantization import pt2e as obs
+
+    if qat:
+        return obs.FusedMovingAvgObsFakeQuantize.with_args(eps=eps)
+    if cfg.observer == "histogram":
+        return obs.HistogramObserver.with_args(eps=eps)
+    if cfg.observer == "minmax":
+        return obs.MinMaxObserver.with_args(eps=eps)
+    if cfg.observer == "moving_minmax":
+        return obs.MovingAverageMinMaxObserver.with_args(eps=eps)
+    return _percentile_observer().with_args(eps=eps, percentile=cfg.percentile)
+
+
+def _with_activation_observer(qconfig: Any, cfg: QuantConfig, qat: bool) -> Any:
+    """The library's config for the target with edgesr's choice of activation observer."""
+    act = qconfig.input_activation
+    if act is None:
+        return qconfig
+    act = dataclasses.replace(act, observer_or_fake_quant_ctr=_activation_ctr(cfg, qat))
+    return dataclasses.replace(qconfig, input_activation=act, output_activation=act)
+
+
+def base_quantizer(target: str, cfg: QuantConfig, qat: bool) -> Any:
+    """The target's own PT2E quantizer with edgesr's observer choice, before SR-aware filtering."""
+    check_target(target)
+    if target == "tflite":
+        from litert_torch.quantize import pt2e_quantizer as lq
+
+        qconfig = lq.get_symmetric_quantization_config(is_per_channel=cfg.per_channel, is_qat=qat)
+        return lq.PT2EQuantizer().set_global(_with_activation_observer(qconfig, cfg, qat))
+    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
+
+    qconfig = xq.get_symmetric_quantization_config(is_per_channel=cfg.per_channel, is_qat=qat)
+    return xq.XNNPACKQuantizer().set_global(_with_activation_observer(qconfig, cfg, qat))
+
+
+def module_path(node: Node) -> str:
+    """The dotted path of the innermost module a node came from ('' for the top level)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    path = path.replace("L['self'].", "").replace("L__self___", "")
+    return path[len("model."):] if path.startswith("model.") else ("" if path == "model" else path)
+
+
+def conv_nodes(gm: GraphModule) -> list[Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target in CONV_OPS]
+
+
+def float_nodes(gm: GraphModule, cfg: QuantConfig, only: str | None = None) -> set[Node]:
+    """Nodes that must stay in floating point under ``cfg`` (or all but the layer ``only``)."""
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    keep: set[Node] = set()
+    convs = conv_nodes(gm)
+    for name in cfg.keep_float:
+        if name == "first" and convs:
+            keep.add(convs[0])
+        elif name == "last" and convs:
+            keep.add(convs[-1])
+        else:
+            keep |= {n for n in nodes if module_path(n) == name or module_path(n).startswith(name + ".")}
+    if cfg.float_adds:
+        keep |= {n for n in nodes if n.target in ADD_OPS}
+    if only is not None:
+        keep |= {n for n in nodes if not (module_path(n) == only or module_path(n).startswith(only + "."))}
+    return keep
+
+
+def unknown_keep_float(gm: GraphModule, cfg: QuantConfig) -> list[str]:
+    paths = {module_path(n) for n in gm.graph.nodes}
+    return [k for k in cfg.keep_float
+            if k not in ("first", "last") and not any(p == k or p.startswith(k + ".") for p in paths)]
+
+
+def _shared_refs(annotation: Any) -> list[Node]:
+    """Nodes a node's annotation borrows quantization parameters from (SharedQuantizationSpec)."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    specs = list(getattr(annotation, "input_qspec_map", {}).values()) + [getattr(annotation, "output_qspec", None)]
+    refs: list[Node] = []
+    for spec in specs:
+        if isinstance(spec, SharedQuantizationSpec):
+            eon = spec.edge_or_node
+            refs += list(eon) if isinstance(eon, tuple) else [eon]
+    return refs
+
+
+def strip_annotations(gm: GraphModule, drop: set[Node]) -> None:
+    """Leave ``drop`` in float; annotations that share parameters with a dropped node go too (to a fixpoint),
+    or prepare would look up an observer that was never made."""
+    drop = set(drop)
+    changed = True
+    while changed:
+        changed = False
+        for node in gm.graph.nodes:
+            ann = node.meta.get("quantization_annotation")
+            if ann is None:
+                continue
+            if node in drop or any(r in drop and r.meta.get("quantization_annotation") is None
+                                   for r in _shared_refs(ann)):
+                node.meta.pop("quantization_annotation", None)
+                drop.add(node)
+                changed = True
+
+
+def make_quantizer(target: str, cfg: QuantConfig, qat: bool = False,
+                   keep: Callable[[GraphModule], set[Node]] | None = None) -> Any:
+    """The target's quantizer, then the annotations of the nodes ``cfg`` keeps in float dropped (or the nodes
+    ``keep(graph)`` returns, for per-layer sensitivity)."""
+    from torchao.quantization.pt2e.quantizer import Quantizer
+
+    inner = base_quantizer(target, cfg, qat)
+
+    class _SRQuantizer(Quantizer):
+        def transform_for_annotation(self, model: GraphModule) -> GraphModule:
+            return inner.transform_for_annotation(model)
+
+        def annotate(self, model: GraphModule) -> GraphModule:
+            model = inner.annotate(model)
+            drop = keep(model) if keep is not None else float_nodes(model, cfg)
+            strip_annotations(model, drop)
+            return model
+
+        def validate(self, model: GraphModule) -> None:
+            inner.validate(model)
+
+    q = _SRQuantizer()
+    q.inner = inner  # litert's converter wants its own quantizer object
+    return q

@@ -1,0 +1,71 @@
+"""Which layers int8 hurts: quantize one layer at a time and measure what the output loses."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .config import QuantConfig, check_target
+from .graph import capture, export_form, size_multiple
+from .ptq import Calibration, calibrate, calibration_inputs, convert, model_scale
+from .quantizers import conv_nodes, make_quantizer, module_path
+
+
+def layer_names(model: nn.Module, cfg: QuantConfig) -> list[str]:
+    """Module paths of the convolutions, in graph order (the units the analysis quantizes alone)."""
+    gm = capture(model, clamp_output=cfg.clamp_output)
+    seen: list[str] = []
+    for n in conv_nodes(gm):
+        p = module_path(n)
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+def _sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
+    noise = float(((ref - out) ** 2).mean())
+    signal = float((ref ** 2).mean())
+    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean())
+    return math.inf if mse == 0 else -10 * math.log10(mse)
+
+
+@torch.no_grad()
+def sensitivity(model: nn.Module, target: str, calib_images: Calibration, config: QuantConfig | None = None,
+                *, layers: Sequence[str] | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """Per layer: ``sqnr_db`` of the SR output (fp32 as signal) and ``psnr_drop`` (dB of PSNR between the fp32
+    and the one-layer-int8 outputs, counted down from 100 dB ≙ identical; rows sorted worst first)."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    cfg = config or QuantConfig()
+    cfg.validate()
+    check_target(target)
+    model = copy.deepcopy(model).eval()
+    inputs = calibration_inputs(calib_images, model_scale(model), cfg, size_multiple(model))
+    reference = export_form(model, cfg.clamp_output)
+    refs = [reference(x) for x in inputs]
+    names = list(layers) if layers is not None else layer_names(model, cfg)
+    rows = []
+    base = capture(model, clamp_output=cfg.clamp_output)
+    for name in tqdm(names, desc="sensitivity", unit="layer", disable=not progress):
+        def keep(gm: torch.fx.GraphModule, name: str = name) -> set:
+            return {n for n in gm.graph.nodes if n.op == "call_function"
+                    and not (module_path(n) == name or module_path(n).startswith(name + "."))}
+
+        prepared = prepare_pt2e(copy.deepcopy(base), make_quantizer(target, cfg, keep=keep))
+        calibrate(prepared, inputs)
+        q = convert(prepared, target)
+        outs = [q(x) for x in inputs]
+        sqnr = sum(_sqnr_db(r, o) for r, o in zip(refs, outs)) / len(refs)
+        psnr = sum(min(_psnr(r, o), 100.0) for r, o in zip(refs, outs)) / len(refs)
+        rows.append({"layer": name, "sqnr_db": sqnr, "psnr_drop": 100.0 - psnr, "psnr_vs_fp32": psnr})
+    rows.sort(key=lambda r: r["sqnr_db"])
+    return rows
