@@ -50,6 +50,10 @@ def load_quantized(ckpt: dict[str, Any] | str | Path, name: str | None = None, s
         raise CheckpointError(f"{source} is an int8 checkpoint for x{ckpt['scale']}, not x{scale}")
     cfg = from_dict(QuantConfig, ckpt["config"])
     model = create(ckpt["model"], ckpt["scale"], **ckpt.get("model_config", {}))
+    if ckpt.get("reparam"):  # quantized after `deploy`/`expand`: rebuild that structure first
+        from ..reparam import rebuild
+
+        model = rebuild(model, ckpt["reparam"])
     load_state_dict_strict(model, ckpt["fp32_state_dict"], f"{ckpt['model']} x{ckpt['scale']}", str(source))
     qat = ckpt["mode"] == "qat"
     prepared = prepare(model, ckpt["target"], cfg, qat=qat)

@@ -27,6 +27,7 @@ class QuantConfig:
     per_channel: bool = True             # per-output-channel symmetric weights (every target supports it)
     keep_float: list[str] = field(default_factory=list)
     clamp_output: bool = True            # SR output clamped to [0, 1] inside the graph: output scale ≈ 1/255
+    float_norms: bool = True             # LayerNorm arithmetic (d², rsqrt) stays float: int8 cannot hold d²
     float_adds: bool = False             # leave residual adds unquantized (costs a dequant/quant pair each)
     calib_size: int = 16                 # calibration images (LR), each cropped to calib_patch if larger
     calib_patch: int = 96                # LR crop side for calibration (whole image when smaller)

@@ -100,6 +100,11 @@ def module_path(node: Node) -> str:
     return path[len("model."):] if path.startswith("model.") else ("" if path == "model" else path)
 
 
+def _in_norm(node: Node) -> bool:
+    stack = node.meta.get("nn_module_stack") or {}
+    return any("LayerNorm" in str(t) for _, t in stack.values())
+
+
 def conv_nodes(gm: GraphModule) -> list[Node]:
     return [n for n in gm.graph.nodes if n.op == "call_function" and n.target in CONV_OPS]
 
@@ -116,6 +121,8 @@ def float_nodes(gm: GraphModule, cfg: QuantConfig, only: str | None = None) -> s
             keep.add(convs[-1])
         else:
             keep |= {n for n in nodes if module_path(n) == name or module_path(n).startswith(name + ".")}
+    if getattr(cfg, "float_norms", False):
+        keep |= {n for n in nodes if _in_norm(n)}
     if cfg.float_adds:
         keep |= {n for n in nodes if n.target in ADD_OPS}
     if only is not None:

@@ -1,0 +1,307 @@
+"""The stages of ``edgesr run``, each a plain function: inputs in, files written into ``out`` (the stage's own
+folder, published atomically by :mod:`edgesr.run.cache`), a small JSON-able dict of outputs returned.
+
+File outputs are returned as names relative to ``out``; the pipeline resolves them.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import EdgesrError
+from ..io_utils import atomic_write_text
+
+
+def _json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str, allow_nan=True) + "\n")
+
+
+def quote(parts: Sequence[Any]) -> str:
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def data_args(folders: Sequence[Path]) -> list[str]:
+    return ["--data", *map(str, folders)] if folders else []
+
+
+# ------------------------------------------------------------------------------ model stages
+def init_model(name: str, scale: int, seed: int, out: Path) -> dict[str, Any]:
+    """A seeded random init saved as a checkpoint, so every later stage starts from the same weights."""
+    import torch
+
+    from ..models import create, save_checkpoint
+
+    torch.manual_seed(seed)
+    model = create(name, scale)
+    save_checkpoint(out / "init.pt", model, model_name=name, scale=scale, extra={"source": f"random init, seed {seed}"})
+    return {"weights": "init.pt"}
+
+
+def train_model(recipe: Any, work: Path, out: Path, progress: bool) -> dict[str, Any]:
+    """Train (a teacher, or a student against its teacher) with edgesr.train.
+
+    Training runs in a persistent ``work`` folder so an interrupted stage resumes from its last checkpoint
+    (``edgesr.train`` saves one on Ctrl-C/SIGTERM and every ``checkpoint_every`` steps).
+    """
+    import shutil
+
+    from ..train import train
+    from ..train.loop import MODEL_FILE, STATE_FILE
+
+    final = train(recipe, work, resume=(work / STATE_FILE).exists(), progress=progress)
+    shutil.copy2(final, out / MODEL_FILE)
+    log = work / "train_log.jsonl"
+    if log.exists():
+        shutil.copy2(log, out / "train_log.jsonl")
+    return {"weights": MODEL_FILE, "iterations": recipe.iterations}
+
+
+def reparam(name: str, scale: int, weights: str, shift: str | None, out: Path) -> dict[str, Any]:
+    """The deploy graph (collapsed branches, folded norms, shifts as convs), saved with its structure record."""
+    import copy
+
+    import torch
+
+    from ..models import create, save_checkpoint
+    from ..reparam import deploy, record_of
+
+    model = create(name, scale, weights=weights)
+    before = copy.deepcopy(model)
+    model = deploy(model, shift=shift)
+    size = 8 * max(2, -(-int(getattr(model, "min_size", 1)) // 8))
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = float((model(x) - before(x)).abs().max())
+    save_checkpoint(out / "deployed.pt", model, model_name=name, scale=scale,
+                    extra={"reparam": record_of(model), "source": weights})
+    return {"weights": "deployed.pt", "max_abs_diff": diff}
+
+
+# ------------------------------------------------------------------------------------ data
+def calibration_data(folders: Sequence[Path], scale: int, limit: int, patch: int) -> list[Any]:
+    """PTQ calibration: the user's HR folders (edgesr.quantize picks ``calib_size`` images and crops their LR),
+    or LR crops of the sample photos kept apart from evaluation (``edgesr.data.samples.CALIB_IMAGES``). The
+    samples are large, so their HR is centre-cropped before the bicubic (cheap) instead of after."""
+    if folders:
+        return [Path(f) for f in folders]
+    from ..data.folders import hr_and_bicubic_lr
+    from ..data.io import load_image, to_tensor
+    from ..data.samples import CALIB_IMAGES, sample_paths
+
+    out = []
+    side = patch * scale
+    for p in sample_paths(CALIB_IMAGES)[:limit]:
+        hr = load_image(p)
+        h, w = min(side, hr.shape[0]), min(side, hr.shape[1])
+        y, x = (hr.shape[0] - h) // 2, (hr.shape[1] - w) // 2
+        _, lr = hr_and_bicubic_lr(hr[y:y + h, x:x + w], scale)
+        out.append(to_tensor(lr))
+    return out
+
+
+def training_folders(folders: Sequence[Path], out: Path) -> list[Path]:
+    """HR folders for QAT: the user's, or a folder of links to the calibration sample photos."""
+    if folders:
+        return [Path(f) for f in folders]
+    from ..data.samples import CALIB_IMAGES, sample_paths
+
+    d = out / "calib-images"
+    d.mkdir(exist_ok=True)
+    for p in sample_paths(CALIB_IMAGES):
+        (d / p.name).symlink_to(p)
+    return [d]
+
+
+def open_eval(folders: Sequence[Path], scale: int) -> list[Any]:
+    from ..data.folders import open_benchmark
+    from ..data.samples import sample_benchmark
+
+    benches = [open_benchmark(f, scale) for f in folders] if folders else [sample_benchmark(scale)]
+    names = [b.name for b in benches]
+    if len(set(names)) != len(names):
+        raise EdgesrError(f"two evaluation folders share a name ({', '.join(names)}); results are keyed by name")
+    return benches
+
+
+# -------------------------------------------------------------------------------- quantize
+def quantize(name: str, scale: int, weights: str, target: str, method: str, cfg: Any, calib_folders: Sequence[Path],
+             train_folders: Sequence[Path], teacher: tuple[str, str] | None, sensitivity: bool,
+             out: Path, sensitivity_layers: int | None = None) -> dict[str, Any]:
+    """PTQ or QAT for one target (edgesr.quantize), saved so ``create(name, scale, weights=...)`` reloads it;
+    optionally the per-layer sensitivity (PSNR drop when only that layer is int8)."""
+    from .. import quantize as q
+    from ..models import create
+
+    model = create(name, scale, weights=weights)
+    calib = calibration_data(calib_folders, scale, int(cfg.calib_size), int(cfg.calib_patch))
+    if method == "qat":
+        t = create(teacher[0], scale, weights=teacher[1]) if teacher else None
+        qmodel = q.qat(model, target, training_folders(train_folders or calib_folders, out), cfg, teacher=t)
+    else:
+        qmodel = q.ptq(model, target, calib, cfg)
+    from ..reparam import record_of
+
+    # the fp32 graph's structure (deployed/expanded), so the loader can rebuild it before loading its weights
+    q.save_quantized(qmodel, out / "quantized.pt", extra={"reparam": record_of(model)})
+    outputs: dict[str, Any] = {"weights": "quantized.pt", "method": method}
+    if sensitivity:
+        fp32 = create(name, scale, weights=weights)
+        layers = None
+        if sensitivity_layers is not None:
+            from ..quantize.sensitivity import layer_names
+
+            layers = spread(layer_names(fp32, cfg), sensitivity_layers)
+        rows = q.sensitivity(fp32, target, calib, cfg, layers=layers)
+        _json(out / "sensitivity.json", [{"layer": str(r["layer"]), "psnr_drop": float(r["psnr_drop"]),
+                                          **({"sqnr_db": float(r["sqnr_db"])} if "sqnr_db" in r else {})}
+                                         for r in rows])
+        outputs["sensitivity"] = "sensitivity.json"
+    return outputs
+
+
+def spread(items: Sequence[str], n: int) -> list[str]:
+    """``n`` items evenly spread over ``items``, first and last included (deterministic)."""
+    if n >= len(items):
+        return list(items)
+    idx = sorted({round(i * (len(items) - 1) / max(1, n - 1)) for i in range(n)})
+    return [items[i] for i in idx]
+
+
+# ---------------------------------------------------------------------------------- export
+def export_command(name: str, scale: int, weights: str, target: str, precision: str, size: tuple[int, int],
+                   artifact: Path, quantized: str | None) -> str:
+    parts = ["edgesr", "export", "--model", name, "--scale", scale, "--weights", weights]
+    if quantized:
+        parts += ["--quantized", quantized]
+    parts += ["--target", target, "--precision", precision, "--input-size", f"{size[0]}x{size[1]}", "--out", artifact]
+    return quote(parts)
+
+
+def export(name: str, scale: int, weights: str, target: str, precision: str, size: tuple[int, int],
+           quantized: str | None, out: Path, final_dir: Path) -> dict[str, Any]:
+    """One artifact (+ sidecar) for ``target`` at ``precision``; int8 comes from the quantize stage's model."""
+    from ..export import ModelRef
+    from ..export import export as export_artifact
+    from ..export.spec import BUILTIN_TARGETS
+    from ..models import create
+
+    fname = f"{name}_x{scale}_{precision}{BUILTIN_TARGETS[target]['suffix']}"
+    model = create(name, scale, weights=weights)
+    qmodel = create(name, scale, weights=quantized) if quantized else None
+    command = export_command(name, scale, weights, target, precision, size, final_dir / fname, quantized)
+    info = export_artifact(model, target, precision, size, out / fname, ref=ModelRef(name, scale, weights),
+                           quantized=qmodel, command=command)
+    return {"artifact": fname, "target": target, "precision": precision, "command": command,
+            "delegation": info.delegation}
+
+
+# ----------------------------------------------------------------------------------- crops
+@dataclass
+class CropWindow:
+    """An LR window of one evaluation image, identical for every variant that is compared."""
+
+    dataset: str
+    image: str
+    y: int
+    x: int
+    h: int
+    w: int
+    lr: np.ndarray          # 1×3×h×w float32 in [0, 1]
+
+
+def crop_windows(benches: Sequence[Any], count: int, size: tuple[int, int]) -> list[CropWindow]:
+    """The most textured ``size`` window of the first ``count`` images of the first dataset."""
+    from ..data.io import to_tensor
+    from ..report.crops import pick_window
+
+    if not benches or count <= 0:
+        return []
+    bench = benches[0]
+    out = []
+    for pair in bench.pairs[:count]:
+        lr = pair.load_lr()
+        y, x, h, w = pick_window(lr, size)
+        out.append(CropWindow(bench.name, pair.name, y, x, h, w, to_tensor(lr[y:y + h, x:x + w]).numpy()))
+    return out
+
+
+def _save_crops(run: Any, windows: Sequence[CropWindow], scale: int, size: tuple[int, int], out: Path) -> list[str]:
+    import torch
+
+    from ..data.io import save_image, to_uint8
+    from ..export.check import run_tiled
+
+    names = []
+    for i, win in enumerate(windows):
+        sr, _, _ = run_tiled(run, win.lr, scale, size, 0)
+        name = f"crop-{i}.png"
+        save_image(out / name, to_uint8(torch.from_numpy(sr)))
+        names.append(name)
+    return names
+
+
+# ----------------------------------------------------------------------------------- check
+def check_pytorch(name: str, scale: int, weights: str, eval_folders: Sequence[Path], threads: int | None, runs: int,
+                  size: tuple[int, int], crops: int, out: Path, progress: bool) -> dict[str, Any]:
+    """PSNR/SSIM-Y of a PyTorch model on whole images (fp32, or a fake-quant int8 model: simulated), latency
+    of one artifact-sized window, and the crops."""
+    import torch
+
+    from ..evaluate import evaluate
+    from ..export.runtimes import measure_latency
+    from ..models import create
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = create(name, scale, weights=weights)
+    benches = open_eval(eval_folders, scale)
+    quality = {}
+    for b in benches:
+        r = evaluate(model, b, scale, progress=progress)
+        quality[b.name] = {"psnr_y": r.psnr_y, "ssim_y": r.ssim_y, "images": r.images, "per_image": r.per_image}
+
+    @torch.no_grad()
+    def run(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x)).numpy()
+
+    x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
+    latency = {**measure_latency(run, x, runs=runs), "threads": threads, "input_size": list(size),
+               "measured_by": "wall clock around one PyTorch eager call, host"}
+    crop_files = _save_crops(run, crop_windows(benches, crops, size), scale, size, out)
+    command = quote(["edgesr", "eval", "--model", name, "--scale", scale, "--weights", weights,
+                     *data_args(eval_folders)] + (["--threads", threads] if threads else []))
+    _json(out / "check.json", {"quality": quality, "latency_ms": latency, "command": command})
+    return {"check": "check.json", "crops": crop_files, "command": command}
+
+
+def check_artifact(artifact: Path, eval_folders: Sequence[Path], threads: int | None, runs: int,
+                   compare_images: int | None, memory: bool, op_profile: bool, size: tuple[int, int], crops: int,
+                   out: Path, progress: bool) -> dict[str, Any]:
+    """``edgesr check`` on one artifact (its own runtime), plus the crops run through the same runtime."""
+    from ..export import check as chk
+    from ..export import runtimes
+    from ..export.spec import read_sidecar
+
+    report = chk.check_artifact(artifact, list(eval_folders) or None, threads=threads, runs=runs,
+                                compare_images=compare_images, memory=memory, op_profile=op_profile,
+                                progress=False)
+    crop_files: list[str] = []
+    if report["status"] == "ran" and crops:
+        info = read_sidecar(artifact)
+        run = runtimes.load_runner(artifact, info, threads)
+        crop_files = _save_crops(run, crop_windows(open_eval(eval_folders, info.scale), crops, size), info.scale,
+                                 size, out)
+    command = quote(["edgesr", "check", artifact, *data_args(eval_folders)]
+                    + (["--threads", threads] if threads else []) + ["--runs", runs])
+    _json(out / "check.json", {**report, "command": command})
+    return {"check": "check.json", "crops": crop_files, "command": command}
+
+
+__all__ = ["init_model", "train_model", "reparam", "quantize", "export", "check_pytorch", "check_artifact",
+           "calibration_data", "training_folders", "open_eval", "crop_windows", "CropWindow", "export_command"]
