@@ -108,7 +108,13 @@ def test_sensitivity_one_row_per_conv_sorted_worst_first():
     assert sq == sorted(sq) and all(r["psnr_drop"] >= 0 for r in rows)
 
 
-@pytest.mark.parametrize("target,suffix", [("executorch", ".pte"), ("tflite", ".tflite"), ("coreml", ".mlpackage")])
+TFLITE_INT8_BUG = pytest.mark.xfail(
+    strict=True, reason="known bug (issue #7 note): litert's int8 .tflite of a graph with float LayerNorm "
+    "islands departs from its fake-quant model (SAFMN x4 zoo: 19.5 vs 29.3 dB); this must start passing")
+
+
+@pytest.mark.parametrize("target,suffix", [("executorch", ".pte"), pytest.param("tflite", ".tflite", marks=TFLITE_INT8_BUG),
+                                           ("coreml", ".mlpackage")])
 def test_int8_artifacts_run_in_their_runtime_with_parity(target, suffix, tmp_path):
     from edgesr.export import ModelRef, check_artifact, export
 
