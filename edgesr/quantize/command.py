@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from ..cli import _positive_int
 from ..errors import UsageError
 from .config import OBSERVERS, TARGETS
 
@@ -81,16 +82,14 @@ def _command_line(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(a) for a in ["edgesr", *sys.argv[1:]])
 
 
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text}")
-        return value
-    return parse
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,17 +109,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="HR image folders: calibration (ptq) or training (qat) images; default (ptq only): "
                         "scikit-image's bundled photos")
     p.add_argument("--out", default=None, metavar="CKPT", help="quantized checkpoint to write (atomically)")
-    p.add_argument("--calib-size", type=_positive(int), default=16, help="calibration images (default 16)")
-    p.add_argument("--calib-patch", type=_positive(int), default=96, help="LR centre crop for calibration")
+    p.add_argument("--calib-size", type=_positive_int, default=16, help="calibration images (default 16)")
+    p.add_argument("--calib-patch", type=_positive_int, default=96, help="LR centre crop for calibration")
     p.add_argument("--observer", choices=OBSERVERS, default="histogram", help="activation range observer (ptq)")
     p.add_argument("--keep-float", nargs="*", default=[], metavar="LAYER",
                    help="layers left in float: 'first', 'last' or module paths (see --analyze)")
     p.add_argument("--no-clamp", action="store_true", help="do not clamp the output to [0, 1] in the graph")
     p.add_argument("--float-adds", action="store_true", help="leave residual adds unquantized")
-    p.add_argument("--iterations", type=_positive(int), default=300, help="QAT steps (default 300)")
-    p.add_argument("--lr", type=_positive(float), default=2e-5, help="QAT learning rate (Adam, cosine)")
-    p.add_argument("--batch-size", type=_positive(int), default=8, help="QAT batch")
-    p.add_argument("--patch-size", type=_positive(int), default=96, help="QAT HR patch side")
+    p.add_argument("--iterations", type=_positive_int, default=300, help="QAT steps (default 300)")
+    p.add_argument("--lr", type=_positive_float, default=2e-5, help="QAT learning rate (Adam, cosine)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="QAT batch")
+    p.add_argument("--patch-size", type=_positive_int, default=96, help="QAT HR patch side")
     p.add_argument("--kd-weight", type=float, default=1.0, help="QAT: L1 to the full-precision SR (0: off)")
     p.add_argument("--teacher", default=None, metavar="NAME[:WEIGHTS]",
                    help="QAT distillation teacher (default: the fp32 model itself), e.g. eimn_a:zoo")
@@ -128,6 +127,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--analyze", action="store_true",
                    help="per-layer sensitivity: SQNR when each conv alone is int8, sorted worst first")
     p.add_argument("--analyze-json", default=None, metavar="FILE", help="write the sensitivity table as JSON")
-    p.add_argument("--threads", type=_positive(int), default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_quantize)
