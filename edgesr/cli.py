@@ -67,6 +67,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = [evaluate(model, b, args.scale, tile=args.tile, overlap=args.overlap, device=args.device,
                         progress=not args.quiet) for b in benchmarks]
     weights = args.weights or "random init"
+    if getattr(model, "quantized", False):  # say which numbers are int8: fp32 and int8 come from the same verb
+        weights += f" [int8 fake-quant, {model.target} {model.mode}]"
     print(f"{args.model} x{args.scale}  weights: {weights}  (Y channel, border {args.scale}, "
           f"LR: {args.lr_convention} bicubic"
           + (f", tiles {args.tile}/{args.overlap}" if args.tile else "") + ")")

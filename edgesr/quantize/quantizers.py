@@ -82,12 +82,17 @@ def base_quantizer(target: str, cfg: QuantConfig, qat: bool) -> Any:
     if target == "tflite":
         from litert_torch.quantize import pt2e_quantizer as lq
 
-        qconfig = lq.get_symmetric_quantization_config(is_per_channel=cfg.per_channel, is_qat=qat)
-        return lq.PT2EQuantizer().set_global(_with_activation_observer(qconfig, cfg, qat))
-    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
+        qconfig = _with_activation_observer(
+            lq.get_symmetric_quantization_config(is_per_channel=cfg.per_channel, is_qat=qat), cfg, qat)
+        quantizer = lq.PT2EQuantizer().set_global(qconfig)
+    else:
+        from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
 
-    qconfig = xq.get_symmetric_quantization_config(is_per_channel=cfg.per_channel, is_qat=qat)
-    return xq.XNNPACKQuantizer().set_global(_with_activation_observer(qconfig, cfg, qat))
+        qconfig = _with_activation_observer(
+            xq.get_symmetric_quantization_config(is_per_channel=cfg.per_channel, is_qat=qat), cfg, qat)
+        quantizer = xq.XNNPACKQuantizer().set_global(qconfig)
+    quantizer.edgesr_activation_qspec = qconfig.output_activation
+    return quantizer
 
 
 def module_path(node: Node) -> str:
@@ -167,6 +172,61 @@ def strip_annotations(gm: GraphModule, drop: set[Node]) -> None:
                 changed = True
 
 
+# Ops that move int8 values without arithmetic: a quantized consumer behind them still reads the island's output.
+TRANSPARENT_OPS = {torch.ops.aten.slice.Tensor, torch.ops.aten.max_pool2d.default, torch.ops.aten.view.default,
+                   torch.ops.aten.reshape.default, torch.ops.aten.permute.default, torch.ops.aten.pixel_shuffle.default,
+                   torch.ops.aten.pixel_unshuffle.default, torch.ops.aten.split.Tensor, torch.ops.aten.chunk.default,
+                   torch.ops.aten.split_with_sizes.default, torch.ops.aten.narrow.default,
+                   torch.ops.aten.contiguous.default, torch.ops.aten.clone.default}
+
+
+def _feeds_quantized_input(user: Node, src: Node, seen: set[Node] | None = None) -> bool:
+    """Whether ``src``'s value reaches an int8 input through ``user`` (directly, or via data-movement ops)."""
+    import operator
+
+    ann = user.meta.get("quantization_annotation")
+    if ann is not None:
+        return src in getattr(ann, "input_qspec_map", {})
+    if user.op != "call_function" or not (user.target in TRANSPARENT_OPS or user.target is operator.getitem):
+        return False
+    seen = seen if seen is not None else set()
+    if user in seen:
+        return False
+    seen.add(user)
+    return any(_feeds_quantized_input(u, user, seen) for u in user.users)
+
+
+def float_island(gm: GraphModule) -> set[Node]:
+    """Nodes that compute in float after annotation (data movement does not count: it follows its input)."""
+    import operator
+
+    return {n for n in gm.graph.nodes if n.op == "call_function" and n.meta.get("quantization_annotation") is None
+            and n.target not in TRANSPARENT_OPS and n.target is not operator.getitem}
+
+
+def annotate_island_exits(gm: GraphModule, qspec: Any, island: set[Node] | None = None) -> list[Node]:
+    """Give each float node whose value leaves the float island for int8 consumers one output quantizer.
+
+    Without it every int8 consumer quantizes the float value with its own parameters; the TFLite converter
+    then merges those into one QUANTIZE (the first consumer's range) followed by requantizes, which clips
+    whatever the first range does not cover: the fake-quant model and the .tflite disagree (SAFMN x4: 19 dB).
+    With one exit quantizer the consumers share it (PT2E's implicit sharing) or requantize from it, and
+    the fake-quant graph computes what the int8 kernels compute."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    island = float_island(gm) if island is None else island
+    exits = []
+    for node in gm.graph.nodes:
+        if node not in island or node.op != "call_function" or not isinstance(node.meta.get("val"), torch.Tensor):
+            continue
+        if not node.meta["val"].is_floating_point() or node.meta.get("quantization_annotation") is not None:
+            continue
+        if any(u not in island and _feeds_quantized_input(u, node) for u in node.users):
+            node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=qspec, _annotated=True)
+            exits.append(node)
+    return exits
+
+
 def make_quantizer(target: str, cfg: QuantConfig, qat: bool = False,
                    keep: Callable[[GraphModule], set[Node]] | None = None) -> Any:
     """The target's quantizer, then the annotations of the nodes ``cfg`` keeps in float dropped (or the nodes
@@ -183,6 +243,8 @@ def make_quantizer(target: str, cfg: QuantConfig, qat: bool = False,
             model = inner.annotate(model)
             drop = keep(model) if keep is not None else float_nodes(model, cfg)
             strip_annotations(model, drop)
+            if target == "tflite":  # XNNPACK quantizes per consumer as the graph says; one exit would un-delegate slices
+                annotate_island_exits(model, inner.edgesr_activation_qspec)
             return model
 
         def validate(self, model: GraphModule) -> None:
