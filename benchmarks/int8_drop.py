@@ -54,6 +54,7 @@ def main() -> int:
     ap.add_argument("--qat-iterations", type=int, default=300)
     ap.add_argument("--keep-float", nargs="*", default=[])
     ap.add_argument("--observer", default="histogram")
+    ap.add_argument("--outlier-ratio", type=float, default=0.0, help="outlier guard (0: off; see QuantConfig)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "int8")
     args = ap.parse_args()
@@ -62,7 +63,8 @@ def main() -> int:
     weights = dict(w.split("=", 1) for w in args.weights)
     train = [str(DATA / "T91"), str(DATA / "BSD200")]
     sets = {s: open_benchmark(DATA / s, 4) for s in args.sets}
-    cfg = QuantConfig(iterations=args.qat_iterations, keep_float=list(args.keep_float), observer=args.observer)
+    cfg = QuantConfig(iterations=args.qat_iterations, keep_float=list(args.keep_float), observer=args.observer,
+                      outlier_ratio=args.outlier_ratio)
     rows = []
     for name in args.models:
         w = weights.get(name) or ("zoo" if (name, 4) in available() else None)
@@ -83,9 +85,11 @@ def main() -> int:
                        **{s: {"fp32": fp[s].psnr_y, "int8": r.psnr_y, "drop": fp[s].psnr_y - r.psnr_y,
                               "ssim_fp32": fp[s].ssim_y, "ssim_int8": r.ssim_y} for s, r in res.items()}}
                 rows.append(row)
+                kept = len(q.config.get("keep_nodes") or [])
+                row["kept_float_nodes"] = kept
                 print(f"{name:<8} {target:<11} {mode:<4} " + "  ".join(
                     f"{s} {r.psnr_y:.3f} (-{row[s]['drop']:.3f})" for s, r in res.items())
-                    + f"  [{minutes:.1f} min]", flush=True)
+                    + f"  [{minutes:.1f} min]" + (f" ({kept} ops kept float)" if kept else ""), flush=True)
                 (args.out / "int8_drop.json").write_text(json.dumps(rows, indent=2))
     print(f"\n{'model':<8} {'target':<11} {'mode':<4} " + " ".join(f"{s + ' fp32':>11} {'int8':>7} {'drop':>6}"
                                                           for s in args.sets))

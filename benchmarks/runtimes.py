@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 # Input size H×W per model: 180×320 (a 320×180 frame); SAFMN needs multiples of 8 -> 184×320.
 MODELS = {"safmn": (184, 320), "scnet_t": (180, 320), "eimn_a": (180, 320), "lamnet": (180, 320)}
-WEIGHTS = {"eimn_a": "zoo"}  # official EIMN-A x4 weights ship in edgesr's zoo; others: seeded random init
+WEIGHTS = {"eimn_a": "zoo"}  # official EIMN-A x4 weights ship in edgesr's zoo; others: zoo when shipped, else random
+OUTLIER_RATIO = {"eimn_a": 16.0}  # int8 outlier guard per model (see QuantConfig.outlier_ratio)
 DEFAULT_ROWS = ["executorch:fp32", "executorch:fp16", "tflite:fp32", "onnx:fp32", "coreml:fp32"]
 SUFFIX = {"executorch": ".pte", "tflite": ".tflite", "coreml": ".mlpackage", "onnx": ".onnx"}
 
@@ -86,11 +87,19 @@ def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Pa
 
     size = MODELS[name]
     path = out_dir / f"{name}_x4_{size[0]}x{size[1]}_{precision}{SUFFIX[target]}"
-    weights = WEIGHTS.get(name)
+    weights = weights_for(name)
     t = time.perf_counter()
-    if precision == "int8":
-        raise NotImplementedError("int8 rows need edgesr.quantize (pass its PT2E model to export(quantized=...))")
-    export_by_name(name, 4, target, precision, size, path, weights=weights, command="benchmarks/runtimes.py")
+    quantized = None
+    if precision == "int8":  # PTQ for the row's target on T91+BSD200 (16 LR crops), then the int8 export
+        from edgesr.models import create
+        from edgesr.quantize import QuantConfig, ptq, save_quantized
+
+        cfg = QuantConfig(outlier_ratio=OUTLIER_RATIO.get(name, 0.0))
+        calib = [str(SHARED / "data" / "T91"), str(SHARED / "data" / "BSD200")]
+        q = ptq(create(name, 4, weights=weights), target, calib, cfg)
+        quantized = str(save_quantized(q, out_dir / f"{name}_x4_{target}_ptq.pt"))
+    export_by_name(name, 4, target, precision, size, path, weights=weights, command="benchmarks/runtimes.py",
+                   quantized=quantized)
     export_s = time.perf_counter() - t
     # Random-init models: PSNR is meaningless, so evaluate only the first folder (parity still counts).
     row_data = data if weights else data[:1]
@@ -110,6 +119,24 @@ def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Pa
                                                                          if k != "ops"},
             "latency_ms": report["latency_ms"], "memory": report["memory"],
             "file_size_bytes": report["artifact"]["file_size_bytes"], "notes": report["notes"]}
+
+
+def weights_for(name: str) -> str | None:
+    from edgesr.zoo import available
+
+    return WEIGHTS.get(name) or ("zoo" if (name, 4) in available() else None)
+
+
+def speedups(rows: list[dict]) -> list[str]:
+    """int8 over fp32 latency per model and target, both measured in this table's run."""
+    lat = {(r["model"], r["target"], r["precision"]): (r.get("latency_ms") or {}).get("median")
+           for r in rows if "error" not in r}
+    out = []
+    for (model, target, prec), ms in lat.items():
+        fp = lat.get((model, target, "fp32"))
+        if prec == "int8" and ms and fp:
+            out.append(f"{model} {target}: int8 {fp / ms:.2f}x faster than fp32 ({fp:.0f} -> {ms:.0f} ms)")
+    return out
 
 
 def render(results: dict) -> str:
@@ -144,6 +171,9 @@ def render(results: dict) -> str:
             f"{_fmt(par.get('max_abs_diff'), '.1e')} | {_fmt(par.get('psnr_vs_torch_db'), '.1f')} | {deleg} | "
             f"{_fmt(lat.get('median'), '.0f')} / {_fmt(lat.get('p90'), '.0f')} | {_fmt(bound, '.0f')} | {eff} | "
             f"{mem} | {r['file_size_bytes'] / 1e6:.2f} |")
+    ups = speedups(results["rows"])
+    if ups:
+        lines += ["", "Speed-up (median latency, same run): " + "; ".join(ups)]
     lines += ["", "MACs (conv/matmul, x4): " + ", ".join(f"{k} {v / 1e9:.1f} G @ {MODELS[k][0]}x{MODELS[k][1]}"
                                                        for k, v in results["macs"].items()),
               "(rand) = seeded random weights: PSNR is not meaningful, parity is. Core ML on Linux: converted, "

@@ -186,3 +186,52 @@ def test_tflite_float_islands_leave_through_one_quantizer():
     assert norm_outputs and all(v == 1 for v in counts.values()), counts
     # XNNPACK keeps one quantizer per consumer (it delegates every one of them): the rule is tflite's alone
     assert max(_float_to_int8_quantizes(ptq(_tiny(), "executorch", _calib(), cfg).graph).values()) > 1
+
+
+class _PlantedOutlier(torch.nn.Module):
+    """conv → conv → pixel shuffle where channel 0 of the first conv's output is 300× the others (the second
+    conv divides it back: the float function is unchanged, the per-tensor int8 scale is not)."""
+
+    scale = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(8, 12, 3, padding=1)
+        self.up = torch.nn.PixelShuffle(2)
+        with torch.no_grad():
+            self.a.weight[0] *= 300
+            self.a.bias[0] *= 300
+            self.b.weight[:, 0] /= 300
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.b(torch.relu(self.a(x))))
+
+
+def test_outlier_guard_keeps_an_imbalanced_activation_float():
+    model = _PlantedOutlier().eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x).clamp(0, 1)
+        plain = ptq(model, "executorch", _calib(), QuantConfig())
+        guarded = ptq(model, "executorch", _calib(), QuantConfig(outlier_ratio=16))
+        err_plain = float((plain(x) - ref).pow(2).mean())
+        err_guarded = float((guarded(x) - ref).pow(2).mean())
+    modules = {o["module"] for o in guarded.info["outliers"]}
+    assert "a" in modules or "" in modules  # conv a's output (or its relu, top level) is flagged
+    assert guarded.config["keep_nodes"] and not plain.config["keep_nodes"]
+    assert err_guarded < err_plain / 10
+
+
+def test_outlier_guard_is_stored_and_reloads_identically(tmp_path):
+    model = _tiny()
+    q = ptq(model, "executorch", _calib(), QuantConfig(outlier_ratio=2))
+    assert q.config["keep_nodes"]  # a low ratio flags something in any real network
+    path = save_quantized(q, tmp_path / "q.pt")
+    again = create("safmn", 2, weights=path)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(again(x), q(x))
+    with pytest.raises(UsageError, match="outlier_ratio"):
+        QuantConfig(outlier_ratio=0.5).validate()

@@ -35,7 +35,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = QuantConfig(observer=args.observer, keep_float=list(args.keep_float), clamp_output=not args.no_clamp,
-                      float_adds=args.float_adds, calib_size=args.calib_size, calib_patch=args.calib_patch,
+                      float_adds=args.float_adds, outlier_ratio=args.outlier_ratio, calib_size=args.calib_size, calib_patch=args.calib_patch,
                       iterations=args.iterations, lr=args.lr, batch_size=args.batch_size,
                       patch_size=args.patch_size, kd_weight=args.kd_weight, seed=args.seed)
     cfg.validate()
@@ -62,6 +62,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     else:
         q = qat(model, args.target, calib, cfg, teacher=teacher, progress=not args.quiet)
     save_quantized(q, args.out, extra={"command": _command_line(args)})
+    if cfg.outlier_ratio:
+        found = q.info.get("outliers", [])
+        print(f"outlier guard (ratio > {cfg.outlier_ratio:g}): {len(found)} activations, "
+              f"{q.info.get('kept_float_nodes', 0)} ops kept float"
+              + (f"; worst {found[0]['module'] or '(top)'} x{found[0]['ratio']:.0f}" if found else ""))
     print(f"wrote {args.out}: {args.model} x{args.scale} int8 for {args.target} ({args.mode}, "
           f"{time.perf_counter() - t0:.0f} s)")
     print(f"  evaluate: edgesr eval --model {args.model} --scale {args.scale} --weights {args.out}")
@@ -116,6 +121,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="layers left in float: 'first', 'last' or module paths (see --analyze)")
     p.add_argument("--no-clamp", action="store_true", help="do not clamp the output to [0, 1] in the graph")
     p.add_argument("--float-adds", action="store_true", help="leave residual adds unquantized")
+    p.add_argument("--outlier-ratio", type=float, default=0.0, metavar="R",
+                   help="keep float every activation whose largest channel range is > R x the median "
+                        "channel's on the calibration data (0: off; 16 for EIMN)")
     p.add_argument("--iterations", type=_positive_int, default=300, help="QAT steps (default 300)")
     p.add_argument("--lr", type=_positive_float, default=2e-5, help="QAT learning rate (Adam, cosine)")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="QAT batch")

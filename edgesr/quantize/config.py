@@ -29,6 +29,11 @@ class QuantConfig:
     clamp_output: bool = True            # SR output clamped to [0, 1] inside the graph: output scale ≈ 1/255
     float_norms: bool = True             # LayerNorm arithmetic (d², rsqrt) stays float: int8 cannot hold d²
     float_adds: bool = False             # leave residual adds unquantized (costs a dequant/quant pair each)
+    # Outlier guard: a per-tensor int8 scale set by one huge channel rounds every other channel to a few
+    # levels. Activations whose largest channel range (on the calibration data) exceeds ``outlier_ratio`` ×
+    # the median channel's stay float with their producer and consumers. 0 turns the guard off.
+    outlier_ratio: float = 0.0
+    keep_nodes: list[str] = field(default_factory=list)  # graph nodes kept float (the guard fills it; stored)
     calib_size: int = 16                 # calibration images (LR), each cropped to calib_patch if larger
     calib_patch: int = 96                # LR crop side for calibration (whole image when smaller)
     # QAT
@@ -49,6 +54,8 @@ class QuantConfig:
         for key in ("calib_size", "calib_patch", "iterations", "batch_size", "patch_size"):
             if int(getattr(self, key)) < 1:
                 raise UsageError(f"quantize: {key} must be a positive integer, got {getattr(self, key)}")
+        if self.outlier_ratio < 0 or 0 < self.outlier_ratio <= 1:
+            raise UsageError(f"quantize: outlier_ratio must be 0 (off) or > 1, got {self.outlier_ratio}")
         if self.lr <= 0:
             raise UsageError(f"quantize: lr must be positive, got {self.lr}")
         if not 0.0 <= self.freeze_observers_at <= 1.0:

@@ -188,6 +188,22 @@ def ptq(model: nn.Module, target: str, calib_images: Calibration, config: QuantC
     model = copy.deepcopy(model).eval()
     scale = model_scale(model)
     inputs = calibration_inputs(calib_images, scale, cfg, size_multiple(model), progress)
+    cfg, info = guard_outliers(model, cfg, inputs)
     prepared = prepare(model, target, cfg)
     calibrate(prepared, inputs, progress)
-    return finish(model, prepared, target, "ptq", cfg, scale, {"calibration_images": len(inputs)})
+    return finish(model, prepared, target, "ptq", cfg, scale, {"calibration_images": len(inputs), **info})
+
+
+def guard_outliers(model: nn.Module, cfg: QuantConfig, inputs: list[torch.Tensor]) -> tuple[QuantConfig, dict]:
+    """With ``cfg.outlier_ratio`` set, find the imbalanced activations on the calibration inputs and return a
+    config whose ``keep_nodes`` keeps them float (stored with the checkpoint, so a reload rebuilds the same
+    graph without the data)."""
+    if not cfg.outlier_ratio or cfg.keep_nodes:
+        return cfg, {}
+    from .outliers import find_outliers, nodes_to_keep
+
+    gm = capture(model, clamp_output=cfg.clamp_output)
+    found = find_outliers(gm, inputs, cfg.outlier_ratio)
+    keep = nodes_to_keep(gm, found)
+    info = {"outliers": [dataclasses.asdict(o) for o in found], "kept_float_nodes": len(keep)}
+    return dataclasses.replace(cfg, keep_nodes=keep), info

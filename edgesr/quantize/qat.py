@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..errors import UsageError
 from .config import QuantConfig, check_target
 from .graph import QuantizedSR, export_form, size_multiple
-from .ptq import calibrate, calibration_inputs, finish, model_scale, prepare
+from .ptq import calibrate, calibration_inputs, finish, guard_outliers, model_scale, prepare
 
 
 def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], config: QuantConfig | None = None,
@@ -52,8 +52,9 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
     kd_model = export_form(teacher if teacher is not None else model, clamp_output=cfg.clamp_output).eval()
     kd_model.requires_grad_(False)
 
-    prepared = prepare(model, target, cfg, qat=True)
     calib = calibration_inputs(calib_images or train_images, scale, cfg, mult)
+    cfg, guard_info = guard_outliers(model, cfg, calib)
+    prepared = prepare(model, target, cfg, qat=True)
     calibrate(prepared, calib)            # ranges start where PTQ would put them
     move_exported_model_to_train(prepared)
     params = [p for p in prepared.parameters() if p.requires_grad]
@@ -79,5 +80,5 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
         bar.set_postfix(loss=f"{last['loss']:.4f}")
     move_exported_model_to_eval(prepared)
     info = {"iterations": cfg.iterations, "final_loss": last.get("loss"), "calibration_images": len(calib),
-            "teacher": getattr(teacher, "edgesr_name", None) if teacher is not None else "self"}
+            "teacher": getattr(teacher, "edgesr_name", None) if teacher is not None else "self", **guard_info}
     return finish(model, prepared, target, "qat", cfg, scale, info)

@@ -130,6 +130,9 @@ def float_nodes(gm: GraphModule, cfg: QuantConfig, only: str | None = None) -> s
         keep |= {n for n in nodes if _in_norm(n)}
     if cfg.float_adds:
         keep |= {n for n in nodes if n.target in ADD_OPS}
+    if cfg.keep_nodes:
+        names = set(cfg.keep_nodes)
+        keep |= {n for n in nodes if n.name in names}
     if only is not None:
         keep |= {n for n in nodes if not (module_path(n) == only or module_path(n).startswith(only + "."))}
     return keep
