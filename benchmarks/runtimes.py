@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 # Input size H×W per model: 180×320 (a 320×180 frame); SAFMN needs multiples of 8 -> 184×320.
 MODELS = {"safmn": (184, 320), "scnet_t": (180, 320), "eimn_a": (180, 320), "lamnet": (180, 320)}
 WEIGHTS = {"eimn_a": "zoo"}  # official EIMN-A x4 weights ship in edgesr's zoo; others: zoo when shipped, else random
-OUTLIER_RATIO = {"eimn_a": 16.0}  # int8 outlier guard per model (see QuantConfig.outlier_ratio)
+OUTLIER_RATIO = {"eimn_a": 8.0}  # int8 outlier guard per model (see QuantConfig.outlier_ratio)
 DEFAULT_ROWS = ["executorch:fp32", "executorch:fp16", "tflite:fp32", "onnx:fp32", "coreml:fp32"]
 SUFFIX = {"executorch": ".pte", "tflite": ".tflite", "coreml": ".mlpackage", "onnx": ".onnx"}
 

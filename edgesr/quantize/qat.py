@@ -76,7 +76,7 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        last = {"loss": float(loss)}
+        last = {"loss": loss.item()}
         bar.set_postfix(loss=f"{last['loss']:.4f}")
     move_exported_model_to_eval(prepared)
     info = {"iterations": cfg.iterations, "final_loss": last.get("loss"), "calibration_images": len(calib),
