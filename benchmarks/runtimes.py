@@ -110,7 +110,9 @@ def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Pa
     return {"model": name, "target": target, "precision": precision, "input_size": list(size),
             "weights": weights or "random init", "export_s": round(export_s, 1),
             "check_s": round(time.perf_counter() - t, 1), "status": report["status"],
-            "quality": {k: {"psnr_y": v["psnr_y"], "ssim_y": v["ssim_y"], "images": v["images"]}
+            "quality": {k: {"psnr_y": v["psnr_y"], "ssim_y": v["ssim_y"], "images": v["images"],
+                            "torch_whole_psnr_y": v.get("torch_whole_psnr_y"),
+                            "compared_images": v.get("compared_images")}
                         for k, v in (report["quality"] or {}).items()},
             "parity": report["parity"] and {k: report["parity"][k] for k in ("max_abs_diff", "psnr_vs_torch_db",
                                                                              "windows")},
@@ -135,7 +137,7 @@ def speedups(rows: list[dict]) -> list[str]:
     for (model, target, prec), ms in lat.items():
         fp = lat.get((model, target, "fp32"))
         if prec == "int8" and ms and fp:
-            out.append(f"{model} {target}: int8 {fp / ms:.2f}x faster than fp32 ({fp:.0f} -> {ms:.0f} ms)")
+            out.append(f"{model} {target}: int8 speed-up {fp / ms:.2f}x over fp32 ({fp:.0f} -> {ms:.0f} ms)")
     return out
 
 

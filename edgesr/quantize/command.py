@@ -62,6 +62,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     else:
         q = qat(model, args.target, calib, cfg, teacher=teacher, progress=not args.quiet)
     save_quantized(q, args.out, extra={"command": _command_line(args)})
+    if not cfg.outlier_ratio and args.mode == "ptq":
+        _hint_outliers(model, calib, cfg)
     if cfg.outlier_ratio:
         found = q.info.get("outliers", [])
         print(f"outlier guard (ratio > {cfg.outlier_ratio:g}): {len(found)} activations, "
@@ -74,6 +76,21 @@ def cmd_quantize(args: argparse.Namespace) -> int:
           f"{'--weights ' + str(args.weights) + ' ' if args.weights else ''}--quantized {args.out} "
           f"--target {args.target} --precision int8 --input-size 180x320 --out MODEL.{_suffix(args.target)}")
     return 0
+
+
+def _hint_outliers(model, calib: list[str], cfg) -> None:
+    """Without the guard, say when the calibration data shows channels a per-tensor scale cannot hold
+    (EIMN-A x4 loses 6 dB to them), so the user knows which flag fixes it."""
+    from .graph import capture, size_multiple
+    from .outliers import find_outliers
+    from .ptq import calibration_inputs, model_scale
+
+    inputs = calibration_inputs(calib, model_scale(model), cfg, size_multiple(model))
+    found = find_outliers(capture(model, clamp_output=cfg.clamp_output), inputs, 32.0)
+    if found:
+        worst = found[0]
+        print(f"hint: {len(found)} activations have channel ranges > 32x apart (worst: "
+              f"{worst.module or '(top)'} x{worst.ratio:.0f}); int8 may lose a lot: try --outlier-ratio 8")
 
 
 def _suffix(target: str) -> str:
