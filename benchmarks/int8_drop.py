@@ -52,6 +52,7 @@ def main() -> int:
     ap.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
     ap.add_argument("--weights", nargs="*", default=[], metavar="NAME=PATH", help="fp32 weights (default: zoo)")
     ap.add_argument("--qat-iterations", type=int, default=300)
+    ap.add_argument("--qat-lr", type=float, default=QuantConfig.lr)
     ap.add_argument("--keep-float", nargs="*", default=[])
     ap.add_argument("--observer", default="histogram")
     ap.add_argument("--outlier-ratio", type=float, default=0.0, help="outlier guard (0: off; see QuantConfig)")
@@ -63,7 +64,7 @@ def main() -> int:
     weights = dict(w.split("=", 1) for w in args.weights)
     train = [str(DATA / "T91"), str(DATA / "BSD200")]
     sets = {s: open_benchmark(DATA / s, 4) for s in args.sets}
-    cfg = QuantConfig(iterations=args.qat_iterations, keep_float=list(args.keep_float), observer=args.observer,
+    cfg = QuantConfig(iterations=args.qat_iterations, lr=args.qat_lr, keep_float=list(args.keep_float), observer=args.observer,
                       outlier_ratio=args.outlier_ratio)
     rows = []
     for name in args.models:

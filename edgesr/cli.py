@@ -37,11 +37,12 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, weights_help: str | None = None) -> None:
+    """--model/--scale/--weights/--param-key, the same on every verb that builds a model."""
     p.add_argument("--model", required=True, help="registered model name (see `edgesr models`)")
     p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4), help="upscaling factor")
     p.add_argument("--weights", default=None,
-                   help="weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'")
+                   help=weights_help or "weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'")
     p.add_argument("--param-key", default=None,
                    help="entry of a BasicSR file to load (default: params_ema if present, else params)")
 
@@ -129,7 +130,7 @@ def _check_output_path(path: str | None) -> None:
 def _write_json(path: str | Path, obj: object) -> None:
     from .io_utils import atomic_write_text
 
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=True, default=str) + "\n")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -7,12 +7,11 @@ and are loaded inside the handlers that need them.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
-from ..cli import _nonneg_int, _positive_int
+from ..cli import _add_model_args, _check_output_path, _nonneg_int, _positive_int, _write_json
 
 TARGETS = ("executorch", "tflite", "coreml", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -29,20 +28,6 @@ def _error(message: str) -> Exception:
     from .spec import ExportError
 
     return ExportError(message)
-
-
-def _check_out(path: str | None) -> None:
-    if not path:
-        return
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise _error(f"output folder does not exist: {parent}")
-
-
-def _write_json(path: str | Path, obj: object) -> None:
-    from ..io_utils import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=True, default=str) + "\n")
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -93,7 +78,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import check_artifact, format_report
 
-    _check_out(args.json)
+    _check_output_path(args.json)
     report = check_artifact(args.artifact, args.data, threads=args.threads, runs=args.runs, overlap=args.overlap,
                             memory=not args.no_memory, op_profile=not args.no_op_profile, progress=not args.quiet)
     print(format_report(report))
@@ -113,7 +98,7 @@ def cmd_device_script(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     text = device_script(args.artifact, profile, out_dir=args.device_out)
     if args.out:
-        _check_out(args.out)
+        _check_output_path(args.out)
         path = atomic_write_text(args.out, text)
         os.chmod(path, 0o755)
         print(f"wrote {args.out}: run it from {Path(args.artifact).resolve().parent} with a phone on adb")
@@ -126,7 +111,7 @@ def cmd_device_report(args: argparse.Namespace) -> int:
     from .check import format_report
     from .device import device_report
 
-    _check_out(args.json)
+    _check_output_path(args.json)
     report = device_report(args.outputs, args.artifact)
     print(format_report(report))
     if args.json:
@@ -143,12 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "reads. ExecuTorch also writes FILE.delegation.json (ops XNNPACK did not take) and a "
                     "BundledProgram (.bpte) with a reference input and the PyTorch output for on-phone checks. "
                     "Export-friendly rewrites (exact to float rounding) are applied first.")
-    p.add_argument("--model", required=True, help="registered model name (see `edgesr models`)")
-    p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4), help="upscaling factor")
-    p.add_argument("--weights", default=None,
-                   help="weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'; without it, a "
-                        "seeded random init whose weights are saved beside the artifact")
-    p.add_argument("--param-key", default=None, help="entry of a BasicSR file to load")
+    _add_model_args(p, "weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'; without it, a "
+                       "seeded random init whose weights are saved beside the artifact")
     p.add_argument("--quantized", default=None, metavar="CKPT",
                    help="int8: the quantized checkpoint from `edgesr quantize` for the same target")
     p.add_argument("--target", required=True, type=_target, metavar="{executorch,tflite,coreml,onnx}",

@@ -5,19 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-from ..cli import _positive_int
+from ..cli import _add_model_args, _check_output_path, _positive_int
 from ..errors import UsageError
 from .config import OBSERVERS, TARGETS
-
-
-def _check_out(path: str | None) -> None:
-    if path is None:
-        return
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise UsageError(f"output folder does not exist: {parent}")
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -28,8 +19,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from ..models import create
     from . import QuantConfig, ptq, qat, save_quantized, sensitivity
 
-    _check_out(args.out)
-    _check_out(args.analyze_json)
+    _check_output_path(args.out)
+    _check_output_path(args.analyze_json)
     if args.mode == "qat" and not args.data:
         raise UsageError("--mode qat needs --data FOLDER ... (HR training images)")
     if args.threads:
@@ -121,10 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "calibration (ptq) or quantization-aware training with distillation from full precision (qat). "
                     "The checkpoint reloads to the same fake-quant model: `edgesr eval --weights CKPT` evaluates "
                     "it in PyTorch, `edgesr export --quantized CKPT --precision int8` lowers it.")
-    p.add_argument("--model", required=True, help="registered model name (see `edgesr models`)")
-    p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4), help="upscaling factor")
-    p.add_argument("--weights", default=None, help="fp32 weights file or 'zoo'")
-    p.add_argument("--param-key", default=None, help="entry of a BasicSR file to load")
+    _add_model_args(p, "fp32 weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'")
     p.add_argument("--target", required=True, choices=TARGETS, help="the runtime whose int8 scheme to use")
     p.add_argument("--mode", choices=("ptq", "qat"), default="ptq", help="post-training or quantization-aware")
     p.add_argument("--data", nargs="+", default=None, metavar="DIR",

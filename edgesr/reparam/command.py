@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli import _add_model_args
+
 KIND_CHOICES = ("repvgg", "ecb", "sesr")
 
 DESCRIPTION = """\
@@ -33,12 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``reparam`` verb to the ``edgesr`` command."""
     p = sub.add_parser("reparam", help="expand / collapse / deploy a model (structural reparameterization)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="registered model name (see `edgesr models`)")
-    p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4), help="upscaling factor")
-    p.add_argument("--weights", default=None,
-                   help="weights file (raw state_dict, BasicSR or edgesr checkpoint, also an expanded one) or "
-                        "'zoo'; default: random init")
-    p.add_argument("--param-key", default=None, help="entry of a BasicSR file to load")
+    _add_model_args(p, "weights file (raw state_dict, BasicSR or edgesr checkpoint, also an expanded one) or "
+                       "'zoo'; default: random init")
     p.add_argument("--out", required=True, help="output edgesr checkpoint (written atomically)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--expand", choices=KIND_CHOICES, metavar="KIND",
