@@ -55,6 +55,7 @@ def main() -> int:
     ap.add_argument("--qat-lr", type=float, default=QuantConfig.lr)
     ap.add_argument("--keep-float", nargs="*", default=[])
     ap.add_argument("--observer", default="histogram")
+    ap.add_argument("--float-adds", action="store_true", help="leave residual adds in float (QuantConfig.float_adds)")
     ap.add_argument("--outlier-ratio", type=float, default=0.0, help="outlier guard (0: off; see QuantConfig)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "int8")
@@ -64,7 +65,7 @@ def main() -> int:
     weights = dict(w.split("=", 1) for w in args.weights)
     train = [str(DATA / "T91"), str(DATA / "BSD200")]
     sets = {s: open_benchmark(DATA / s, 4) for s in args.sets}
-    cfg = QuantConfig(iterations=args.qat_iterations, lr=args.qat_lr, keep_float=list(args.keep_float), observer=args.observer,
+    cfg = QuantConfig(iterations=args.qat_iterations, lr=args.qat_lr, keep_float=list(args.keep_float), observer=args.observer, float_adds=args.float_adds,
                       outlier_ratio=args.outlier_ratio)
     rows = []
     for name in args.models:

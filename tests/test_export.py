@@ -8,8 +8,10 @@ test_check.py / test_device.py.
 from __future__ import annotations
 
 import atexit
+import copy
 import functools
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -123,6 +125,28 @@ def test_fsa_as_convs_matches_official_formulation():
         box, gather, ones = rewrites.fsa_kernels(taps, 32, 4, dim, x)
         ref = lamnet.focal_separable_attention(x, w, taps, dim, 4)
         assert (rewrites.fsa_conv(x, w, box, gather, ones) - ref).abs().max() <= 1e-5
+
+
+def test_fp16_safe_norms_keeps_an_outlier_channel_finite_and_fp32_unchanged():
+    """EIMN-A grows a channel ~1000 away from the channel mean; d² then overflows fp16 (65504) in every
+    LayerNorm it enters and the norm outputs zeros. A planted outlier in front of a norm reproduces it."""
+    torch.manual_seed(0)
+    c = 16
+    norm = rewrites.ConvMeanLayerNorm(1 + 0.1 * torch.randn(c), 0.1 * torch.randn(c), 1e-6)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, c, 1), norm).eval()
+    with torch.no_grad():
+        model[0].weight[0].mul_(2000.0)
+        model[0].bias[0] = 800.0
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        ref = model(x)
+        plain16 = copy.deepcopy(model).half()(x.half()).float()
+        scaled = rewrites.fp16_safe_norms(model, x)
+        assert list(scaled) == ["1"] and 0 < scaled["1"] < 1 and math.log2(scaled["1"]).is_integer()
+        assert torch.equal(model(x), ref)  # a power-of-two prescale is exact in fp32
+        safe16 = model.half()(x.half()).float()
+    assert (plain16 - ref).abs().max() > 1.0  # the failure is real: the norm collapses to its bias
+    assert (safe16 - ref).abs().max() < 0.1  # fp16 rounding of the input only (ulp 0.06 at the mean ~100)
 
 
 # --------------------------------------------------------------------------------- validation

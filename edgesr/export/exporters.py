@@ -25,7 +25,7 @@ from torch import nn
 
 from .. import __version__
 from ..io_utils import atomic_write_bytes, atomic_write_text
-from .rewrites import applicable_rewrites, export_friendly
+from .rewrites import applicable_rewrites, export_friendly, fp16_safe_norms
 from .spec import (INPUT_NAME, OUTPUT_NAME, ArtifactInfo, ExportError, TargetConfig, readable, sha256_of,
                    target_config, write_sidecar)
 
@@ -117,6 +117,10 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
 
     names = applicable_rewrites(model) if rewrite else []
     friendly = export_friendly(model, names) if names else model
+    if precision == "fp16" and quantized is None:
+        friendly = copy.deepcopy(friendly) if friendly is model else friendly
+        if fp16_safe_norms(friendly, x):
+            names = [*names, "fp16_safe_norms"]
     if quantized is not None:  # the int8 graph was captured from the export-friendly form already
         model, friendly = quantized, quantized.graph
     with torch.no_grad():

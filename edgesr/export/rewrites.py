@@ -13,6 +13,8 @@ names (and state_dict keys) stay the official ones.
 
 from __future__ import annotations
 
+import math
+
 import copy
 from typing import Callable
 
@@ -49,10 +51,70 @@ class ConvMeanLayerNorm(nn.Module):
         self.bias = nn.Parameter(bias.detach().reshape(1, c, 1, 1).clone())
         self.eps = float(eps)
         self.register_buffer("avg", _avg_kernel(c, weight.detach()), persistent=False)
+        self.prescale = 1.0  # set by fp16_safe_norms; a power of two, so exact in fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = x - channel_mean(x, self.avg)
-        return d * torch.rsqrt(channel_mean(d * d, self.avg) + self.eps) * self.weight + self.bias
+        eps = self.eps
+        if self.prescale != 1.0:
+            d, eps = d * self.prescale, eps * self.prescale ** 2
+        return d * torch.rsqrt(channel_mean(d * d, self.avg) + eps) * self.weight + self.bias
+
+
+def fp16_safe_norms(model: nn.Module, x: torch.Tensor, limit: float = 16.0) -> dict[str, float]:
+    """Keep LayerNorms finite in fp16: scale ``d = x - mean`` by a power of two before squaring.
+
+    fp16 stops at 65504, so ``d²`` overflows once one channel is 256 away from the mean — EIMN-A's outlier
+    channel reaches ~1000 and its fp16 artifact then outputs garbage. Each norm whose ``max |d|`` on real
+    photos at ``x``'s size exceeds ``limit`` gets ``prescale = 2^-k`` with ``max |d| · 2^-k ≤ limit``; a
+    power-of-two scale is exact in fp32, so the fp32 function is unchanged. Photos, not noise: uniform noise
+    drives EIMN-A past the fp16 range before any norm, and a scale sized for it would flush the small
+    deviations of flat photo regions to zero. Returns {module: prescale} for the norms that were scaled.
+    """
+    from ..reparam.fold import ChannelNorm
+
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, (ConvMeanLayerNorm, ChannelNorm))}
+    if not norms:
+        return {}
+    peak: dict[str, float] = dict.fromkeys(norms, 0.0)
+
+    def probe(name: str) -> Callable:
+        def hook(_: nn.Module, inputs: tuple, __: torch.Tensor) -> None:
+            v = inputs[0]
+            peak[name] = max(peak[name], float((v - v.mean(dim=1, keepdim=True)).abs().max()))
+        return hook
+
+    handles = [m.register_forward_hook(probe(n)) for n, m in norms.items()]
+    try:
+        with torch.no_grad():
+            for probe_input in _photo_probes(x):
+                model(probe_input)
+    finally:
+        for h in handles:
+            h.remove()
+    scaled = {}
+    for name, m in norms.items():
+        k = max(0, math.ceil(math.log2(peak[name] / limit))) if peak[name] > limit else 0
+        m.prescale = 2.0 ** -k
+        if k:
+            scaled[name] = m.prescale
+    return scaled
+
+
+def _photo_probes(x: torch.Tensor) -> list[torch.Tensor]:
+    """Natural images at ``x``'s size: scikit-image's sample photos (shipped with the wheel), else a smooth ``x``."""
+    try:
+        from ..data.samples import CALIB_IMAGES, sample_paths
+        from ..data.io import load_image
+
+        photos = [torch.from_numpy(load_image(p).copy()).permute(2, 0, 1)[None].float()
+                  for p in sample_paths(CALIB_IMAGES[:2])]
+        photos = [p / 255.0 if p.max() > 1.5 else p for p in photos]
+    except Exception:  # noqa: BLE001 - the probe must never stop an export
+        photos = [F.avg_pool2d(x, 8, ceil_mode=True)]
+    return [F.interpolate(p, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False,
+                          antialias=True).to(x.dtype)
+            for p in photos]
 
 
 def _replace_modules(model: nn.Module, fn: Callable[[nn.Module], nn.Module | None]) -> int:
@@ -293,5 +355,5 @@ def max_abs_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
     return float((a(x) - b(x)).abs().max())
 
 
-__all__ = ["ConvMeanLayerNorm", "ShiftConv", "shift_as_conv", "channel_mean", "fsa_kernels", "fsa_conv", "layer_norm_conv_mean", "fold_batchnorm", "slices_for_splits",
+__all__ = ["ConvMeanLayerNorm", "fp16_safe_norms", "ShiftConv", "shift_as_conv", "channel_mean", "fsa_kernels", "fsa_conv", "layer_norm_conv_mean", "fold_batchnorm", "slices_for_splits",
            "REWRITES", "applicable_rewrites", "export_friendly", "max_abs_diff"]

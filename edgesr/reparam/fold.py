@@ -46,10 +46,14 @@ class ChannelNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim)) if weight else None
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
         self.register_buffer("avg", torch.full((1, dim, 1, 1), 1.0 / dim), persistent=False)
+        self.prescale = 1.0  # fp16 export: see edgesr.export.rewrites.fp16_safe_norms
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = x - F.conv2d(x, self.avg)
-        y = d * torch.rsqrt(F.conv2d(d * d, self.avg) + self.eps)
+        eps = self.eps
+        if self.prescale != 1.0:
+            d, eps = d * self.prescale, eps * self.prescale ** 2
+        y = d * torch.rsqrt(F.conv2d(d * d, self.avg) + eps)
         if self.weight is not None:
             y = y * self.weight[:, None, None]
         if self.bias is not None:
