@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 MODELS = {"safmn": (184, 320), "scnet_t": (180, 320), "eimn_a": (180, 320), "lamnet": (180, 320)}
 WEIGHTS = {"eimn_a": "zoo"}  # official EIMN-A x4 weights ship in edgesr's zoo; others: zoo when shipped, else random
 OUTLIER_RATIO = {"eimn_a": 8.0}  # int8 outlier guard per model (see QuantConfig.outlier_ratio)
+# int8 variants, as a row suffix: "executorch:int8/fa" = residual adds and first/last conv left in float.
+INT8_VARIANTS = {"": {}, "fa": {"float_adds": True, "keep_float": ["first", "last"]}}
 DEFAULT_ROWS = ["executorch:fp32", "executorch:fp16", "tflite:fp32", "onnx:fp32", "coreml:fp32"]
 SUFFIX = {"executorch": ".pte", "tflite": ".tflite", "coreml": ".mlpackage", "onnx": ".onnx"}
 
@@ -86,7 +88,8 @@ def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Pa
     from edgesr.export.spec import read_sidecar
 
     size = MODELS[name]
-    path = out_dir / f"{name}_x4_{size[0]}x{size[1]}_{precision}{SUFFIX[target]}"
+    label, precision, variant = precision, *precision.partition("/")[::2]
+    path = out_dir / f"{name}_x4_{size[0]}x{size[1]}_{label.replace('/', '_')}{SUFFIX[target]}"
     weights = weights_for(name)
     t = time.perf_counter()
     quantized = None
@@ -94,10 +97,10 @@ def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Pa
         from edgesr.models import create
         from edgesr.quantize import QuantConfig, ptq, save_quantized
 
-        cfg = QuantConfig(outlier_ratio=OUTLIER_RATIO.get(name, 0.0))
+        cfg = QuantConfig(outlier_ratio=OUTLIER_RATIO.get(name, 0.0), **INT8_VARIANTS[variant])
         calib = [str(SHARED / "data" / "T91"), str(SHARED / "data" / "BSD200")]
         q = ptq(create(name, 4, weights=weights), target, calib, cfg)
-        quantized = str(save_quantized(q, out_dir / f"{name}_x4_{target}_ptq.pt"))
+        quantized = str(save_quantized(q, out_dir / f"{name}_x4_{target}_ptq{'_' + variant if variant else ''}.pt"))
     export_by_name(name, 4, target, precision, size, path, weights=weights, command="benchmarks/runtimes.py",
                    quantized=quantized)
     export_s = time.perf_counter() - t
@@ -107,7 +110,7 @@ def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Pa
     report = check_artifact(path, row_data, threads=threads, runs=runs, memory=True, op_profile=False,
                             compare_images=compare_images)
     info = read_sidecar(path)
-    return {"model": name, "target": target, "precision": precision, "input_size": list(size),
+    return {"model": name, "target": target, "precision": label, "input_size": list(size),
             "weights": weights or "random init", "export_s": round(export_s, 1),
             "check_s": round(time.perf_counter() - t, 1), "status": report["status"],
             "quality": {k: {"psnr_y": v["psnr_y"], "ssim_y": v["ssim_y"], "images": v["images"],
@@ -136,8 +139,8 @@ def speedups(rows: list[dict]) -> list[str]:
     out = []
     for (model, target, prec), ms in lat.items():
         fp = lat.get((model, target, "fp32"))
-        if prec == "int8" and ms and fp:
-            out.append(f"{model} {target}: int8 speed-up {fp / ms:.2f}x over fp32 ({fp:.0f} -> {ms:.0f} ms)")
+        if prec.startswith("int8") and ms and fp:
+            out.append(f"{model} {target}: {prec} speed-up {fp / ms:.2f}x over fp32 ({fp:.0f} -> {ms:.0f} ms)")
     return out
 
 

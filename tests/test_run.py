@@ -16,7 +16,7 @@ from PIL import Image
 
 from edgesr.cli import main
 from edgesr.run.cache import MARKER, clean_stale, load_finished, run_cached, run_lock, stage_dir, stage_key
-from edgesr.run.recipe import load_run_recipe
+from edgesr.run.recipe import load_run_recipe, quant_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -90,6 +90,15 @@ def test_overrides_and_data_switch(tmp_path, tiny_data):
     path = write(tmp_path / "r.yaml", FP32_RECIPE)
     r = load_run_recipe(path, ["check.runs=7", "export.input_size=[16, 24]"], [str(tiny_data)])
     assert r.check.runs == 7 and r.export.input_size == [16, 24] and r.data.eval == [tiny_data]
+
+
+def test_quantize_per_target_overrides(tmp_path):
+    path = write(tmp_path / "r.yaml", "model: {name: safmn}\nquantize: {targets: [executorch, tflite], "
+                 "config: {calib_size: 4}, per_target: {executorch: {float_adds: true, keep_float: [first, last]}}}\n")
+    r = load_run_recipe(path)
+    et, tfl = quant_config(r, "executorch"), quant_config(r, "tflite")
+    assert et.float_adds and et.keep_float == ["first", "last"] and et.calib_size == 4
+    assert not tfl.float_adds and tfl.keep_float == [] and tfl.calib_size == 4
 
 
 # --------------------------------------------------------------------------------- the cache
@@ -169,6 +178,10 @@ BAD_RECIPES = {
     "no zoo weights": ("model: {name: lamnet, scale: 3, weights: zoo}\n", "the edgesr zoo has no weights for lamnet x3"),
     "quant config key": ("model: {name: scnet_t}\nquantize: {targets: [executorch], config: {bits: 4}}\n",
                          "unknown key 'quantize.config.bits'"),
+    "per-target target": ("model: {name: scnet_t}\nquantize: {targets: [executorch], per_target: {tflite: {}}}\n",
+                          "quantize.per_target: 'tflite' is not in quantize.targets"),
+    "per-target key": ("model: {name: scnet_t}\nquantize: {targets: [tflite], per_target: {tflite: {bits: 4}}}\n",
+                       "unknown key 'quantize.per_target.tflite.bits'"),
 }
 
 

@@ -155,8 +155,8 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
     quantized: dict[str, Weights] = {}
     if r.quantize is not None:
         q = r.quantize
-        cfg = quant_config(r)
         for target in q.targets:
+            cfg = quant_config(r, target)
             unit = f"quantize {target}"
             what = "QAT" if q.method == "qat" else "PTQ"
             extra = [teacher] if (q.method == "qat" and teacher is not None) else []
@@ -164,7 +164,7 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
                 + (" + per-layer sensitivity" if target in q.sensitivity else ""),
                 {"name": name, "scale": scale, "target": target, "method": q.method, "config": to_dict(cfg),
                  "sensitivity": target in q.sensitivity, "sensitivity_layers": q.sensitivity_layers},
-                lambda d, target=target: stages.quantize(
+                lambda d, target=target, cfg=cfg: stages.quantize(
                     name, scale, fp32.text, target, q.method, cfg, r.data.calib, r.data.train,
                     (r.teacher.name, teacher.text) if (q.method == "qat" and teacher is not None) else None,
                     target in q.sensitivity, d, q.sensitivity_layers),

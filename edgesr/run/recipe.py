@@ -67,6 +67,9 @@ class QuantizeSpec:
     targets: list[str]
     method: Literal["ptq", "qat"] = "ptq"
     config: dict[str, Any] = field(default_factory=dict)    # edgesr.quantize.QuantConfig fields
+    # per-target overrides of ``config``: each runtime's int8 scheme loses accuracy in different places
+    # (SAFMN: ExecuTorch in its residual adds, LiteRT in its first/last convs), e.g. {tflite: {keep_float: [first]}}
+    per_target: dict[str, dict[str, Any]] = field(default_factory=dict)
     sensitivity: list[str] = field(default_factory=list)   # targets whose per-layer int8 sensitivity is measured
     sensitivity_layers: int | None = None   # N layers spread over the network (first, last included); null: all
 
@@ -77,6 +80,9 @@ class QuantizeSpec:
         for target in self.sensitivity:
             if target not in self.targets:
                 raise RecipeError(f"quantize.sensitivity: {target!r} is not in quantize.targets")
+        for target in self.per_target:
+            if target not in self.targets:
+                raise RecipeError(f"quantize.per_target: {target!r} is not in quantize.targets")
         if self.sensitivity_layers is not None and self.sensitivity_layers < 1:
             raise RecipeError("quantize.sensitivity_layers must be positive (or null: every layer)")
 
@@ -193,10 +199,16 @@ def distill_train_recipe(r: RunRecipe, teacher_weights: str) -> Any:
     return from_dict(TrainRecipe, d, where="distill.train")
 
 
-def quant_config(r: RunRecipe) -> Any:
+def quant_config(r: RunRecipe, target: str | None = None) -> Any:
+    """The QuantConfig for ``target``: ``quantize.config`` with ``quantize.per_target[target]`` on top."""
     from ..quantize.config import QuantConfig
 
-    return from_dict(QuantConfig, dict(r.quantize.config if r.quantize else {}), where="quantize.config")
+    q = r.quantize
+    if q is None:
+        return QuantConfig()
+    extra = q.per_target.get(target, {}) if target else {}
+    where = f"quantize.per_target.{target}" if extra else "quantize.config"
+    return from_dict(QuantConfig, {**q.config, **extra}, where=where)
 
 
 def load_run_recipe(path: str | Path, overrides: list[str] | None = None,
@@ -218,7 +230,8 @@ def load_run_recipe(path: str | Path, overrides: list[str] | None = None,
     if r.distill is not None:
         distill_train_recipe(r, "zoo")
     if r.quantize is not None:
-        quant_config(r)
+        for target in r.quantize.targets:
+            quant_config(r, target)  # from_dict validates
     return r
 
 
