@@ -107,8 +107,8 @@ def test_unreadable_weights_are_checkpoint_errors(tmp_path):
 def test_zoo_weights_by_name():
     model = create("eimn_a", 4, weights="zoo")
     assert num_params(model) == 880_870
-    with pytest.raises(CheckpointError, match="zoo has no weights for lamnet x4"):
-        create("lamnet", 4, weights="zoo")
+    with pytest.raises(CheckpointError, match="zoo has no weights for lamnet x2"):
+        create("lamnet", 2, weights="zoo")
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

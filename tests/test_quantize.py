@@ -84,6 +84,11 @@ def test_config_validation_and_observers():
     assert not torch.equal(outs["minmax"], outs["percentile"])  # the observer choice reaches the ranges
 
 
+def test_qat_for_tflite_is_a_clear_error(image_dir):
+    with pytest.raises(UsageError, match="QAT for target tflite is not available"):
+        qat(create("scnet_t", 4, num_block=1), "tflite", [image_dir], QuantConfig(iterations=1))
+
+
 def test_qat_trains_from_calibrated_ranges_and_reloads(image_dir, tmp_path):
     model = _tiny()
     cfg = QuantConfig(iterations=4, batch_size=2, patch_size=32, lr=1e-3, calib_size=2)

@@ -15,9 +15,9 @@ from edgesr.zoo import ZOO_DIR, available
 
 
 def test_zoo_ships_the_seed_students_and_eimn():
-    assert {("safmn", 4), ("scnet_t", 4), ("eimn_a", 4)} <= set(available())
-    with pytest.raises(CheckpointError, match="no weights for lamnet"):
-        create("lamnet", 4, weights="zoo")
+    assert {("safmn", 4), ("scnet_t", 4), ("eimn_a", 4), ("lamnet", 4)} <= set(available())
+    with pytest.raises(CheckpointError, match="no weights for lamnet x2"):
+        create("lamnet", 2, weights="zoo")
 
 
 @pytest.mark.parametrize("name,scale", available())

@@ -156,19 +156,19 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
     if r.quantize is not None:
         q = r.quantize
         for target in q.targets:
-            cfg = quant_config(r, target)
+            cfg, method = quant_config(r, target), q.method_for(target)
             unit = f"quantize {target}"
-            what = "QAT" if q.method == "qat" else "PTQ"
-            extra = [teacher] if (q.method == "qat" and teacher is not None) else []
+            what = "QAT" if method == "qat" else "PTQ"
+            extra = [teacher] if (method == "qat" and teacher is not None) else []
             add(unit, "quantize", f"quantize {name} x{scale} for {target}: {what} int8"
                 + (" + per-layer sensitivity" if target in q.sensitivity else ""),
-                {"name": name, "scale": scale, "target": target, "method": q.method, "config": to_dict(cfg),
+                {"name": name, "scale": scale, "target": target, "method": method, "config": to_dict(cfg),
                  "sensitivity": target in q.sensitivity, "sensitivity_layers": q.sensitivity_layers},
-                lambda d, target=target, cfg=cfg: stages.quantize(
-                    name, scale, fp32.text, target, q.method, cfg, r.data.calib, r.data.train,
-                    (r.teacher.name, teacher.text) if (q.method == "qat" and teacher is not None) else None,
+                lambda d, target=target, cfg=cfg, method=method: stages.quantize(
+                    name, scale, fp32.text, target, method, cfg, r.data.calib, r.data.train,
+                    (r.teacher.name, teacher.text) if (method == "qat" and teacher is not None) else None,
                     target in q.sensitivity, d, q.sensitivity_layers),
-                [fp32, *extra], {"calib_data": calib_fp, **({"train_data": train_fp} if q.method == "qat" else {})})
+                [fp32, *extra], {"calib_data": calib_fp, **({"train_data": train_fp} if method == "qat" else {})})
             quantized[target] = produced(unit, "quantized.pt")
 
     # export -----------------------------------------------------------------------------------

@@ -68,7 +68,8 @@ class QuantizeSpec:
     method: Literal["ptq", "qat"] = "ptq"
     config: dict[str, Any] = field(default_factory=dict)    # edgesr.quantize.QuantConfig fields
     # per-target overrides of ``config``: each runtime's int8 scheme loses accuracy in different places
-    # (SAFMN: ExecuTorch in its residual adds, LiteRT in its first/last convs), e.g. {tflite: {keep_float: [first]}}
+    # (SAFMN: ExecuTorch in its residual adds, LiteRT in its first/last convs), e.g. {tflite: {keep_float: [first]}};
+    # ``method`` may be overridden per target too: {tflite: {method: ptq}}
     per_target: dict[str, dict[str, Any]] = field(default_factory=dict)
     sensitivity: list[str] = field(default_factory=list)   # targets whose per-layer int8 sensitivity is measured
     sensitivity_layers: int | None = None   # N layers spread over the network (first, last included); null: all
@@ -80,11 +81,19 @@ class QuantizeSpec:
         for target in self.sensitivity:
             if target not in self.targets:
                 raise RecipeError(f"quantize.sensitivity: {target!r} is not in quantize.targets")
-        for target in self.per_target:
+        for target, extra in self.per_target.items():
             if target not in self.targets:
                 raise RecipeError(f"quantize.per_target: {target!r} is not in quantize.targets")
+            if extra.get("method", "ptq") not in ("ptq", "qat"):
+                raise RecipeError(f"quantize.per_target.{target}.method: expected ptq or qat, got {extra['method']!r}")
         if self.sensitivity_layers is not None and self.sensitivity_layers < 1:
             raise RecipeError("quantize.sensitivity_layers must be positive (or null: every layer)")
+        if "tflite" in self.targets and self.method_for("tflite") == "qat":
+            raise RecipeError("quantize: QAT for tflite is not available with litert-torch 0.10 + torch 2.13; "
+                              "set quantize.per_target.tflite.method: ptq")
+
+    def method_for(self, target: str) -> str:
+        return str(self.per_target.get(target, {}).get("method", self.method))
 
 
 @dataclass
@@ -206,7 +215,7 @@ def quant_config(r: RunRecipe, target: str | None = None) -> Any:
     q = r.quantize
     if q is None:
         return QuantConfig()
-    extra = q.per_target.get(target, {}) if target else {}
+    extra = {k: v for k, v in (q.per_target.get(target, {}) if target else {}).items() if k != "method"}
     where = f"quantize.per_target.{target}" if extra else "quantize.config"
     return from_dict(QuantConfig, {**q.config, **extra}, where=where)
 
