@@ -1,13 +1,24 @@
 #!/usr/bin/env python
-"""ET int8 latency: SAFMN x4 zoo, PTQ defaults vs float adds + first/last float, interleaved, 184x320, 2 threads."""
-import time, statistics, numpy as np, torch
+"""What float residual adds cost in ExecuTorch: SAFMN x4 zoo, int8 PTQ defaults vs float adds + first/last conv
+float, and fp32, at 184x320, 2 threads, timed interleaved (median of 7), so the ratios come from one run.
+
+    .venv/bin/python benchmarks/float_adds_speed.py        # ~4 min on 2 cores
+"""
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
 torch.set_num_threads(2)
 from edgesr.models import create
 from edgesr.quantize import QuantConfig, ptq, save_quantized
 from edgesr.export.exporters import export_by_name, example_input
 from edgesr.export.runtimes import load_runner
 from edgesr.export.spec import read_sidecar
-from pathlib import Path; D=str(Path(__file__).resolve().parents[2] / 'shared' / 'data') + '/'; import tempfile; out=tempfile.mkdtemp() + '/'
+D = str(Path(__file__).resolve().parents[2] / 'shared' / 'data') + '/'
+out = tempfile.mkdtemp() + '/'
 m=create('safmn',4,weights='zoo')
 paths={}
 for tag,kw in [('int8',{}),('int8_fa',dict(float_adds=True,keep_float=['first','last']))]:
