@@ -4,7 +4,9 @@ For every model (x4, 1×3×180×320 LR input; SAFMN 1×3×184×320 because its e
 multiples of 8 — at 180 the adaptive pool has no ExecuTorch lowering): trainable parameters, all weights,
 MACs of the conv/linear modules (counted with forward hooks; functional convs such as EIMN's split
 ``spatial_expand`` and SAFMN's ones-kernel upsample are not counted), eager torch latency and ExecuTorch
-fp32 latency (torch.export → XNNPACK → .pte, run with the ExecuTorch runtime), both with 2 threads.
+fp32 latency (torch.export → XNNPACK → .pte, run with the ExecuTorch runtime), both with 2 threads. Each form
+is lowered as ``edgesr export`` ships it (with the export rewrites: channel means as convs, shift as a
+depthwise conv ...); ``--raw-pte`` lowers the forms as they are, which shows what ``deploy`` alone does.
 Forms of one model are timed interleaved (eval, deploy, eval, ...) and the median is kept, so the
 ratios come from one run on one machine state. Models with Shift8 (SCNet) also get every shift form.
 
@@ -29,6 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from edgesr.export.rewrites import export_friendly
 from edgesr.models import create, num_params
 from edgesr.models.scnet import Shift8
 from edgesr.reparam import DEFAULT_SHIFT, deploy
@@ -128,7 +131,7 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict]:
         for tag, m in models.items():
             t0 = time.perf_counter()
             try:
-                buf, outside = lower_to_pte(m, x)
+                buf, outside = lower_to_pte(m if args.raw_pte else export_friendly(m), x)
                 run = pte_runner(buf, x)
                 err = float((run() - ref).abs().max())
             except Exception as exc:  # noqa: BLE001 - report why and continue with the next form
@@ -170,6 +173,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5, help="timed runs per form (median reported)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-pte", dest="pte", action="store_false", help="skip the ExecuTorch export")
+    ap.add_argument("--raw-pte", action="store_true",
+                    help="lower each form as it is, without edgesr's export rewrites (default: as `edgesr export` "
+                         "ships it; LAMNet's raw graph takes tens of minutes to partition)")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "reparam.json")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")

@@ -20,7 +20,7 @@ from edgesr.evaluate import evaluate
 from edgesr.models import create, load_weights, save_checkpoint
 from edgesr.models import eimn, lamnet, safmn
 from edgesr.models.scnet import Shift8
-from edgesr.reparam import (ECBConv, RepConv, RepVGGConv, SESRConv, collapse, deploy, expand, expand_targets,
+from edgesr.reparam import (ChannelNorm, ECBConv, RepConv, RepVGGConv, SESRConv, collapse, deploy, expand, expand_targets,
                             fold_norms, fuse_shift_conv, inplace_ops, parse_expand, record_of, shift_as_depthwise,
                             shift_to_conv)
 from edgesr.train import load_train_recipe, train
@@ -190,9 +190,31 @@ def test_shift_as_convs_equals_shift():
     z = torch.randn(2, 16, 5, 6)
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 7, 1)
+    dw = shift_as_depthwise(shift)
     with torch.no_grad():
-        assert torch.equal(shift_as_depthwise(shift)(z), shift(z))
+        assert torch.equal(dw(z), shift(z))                    # eager: slices
+        assert torch.equal(nn.Conv2d.forward(dw, z), shift(z))  # the one-hot conv the exporters see
         assert float((fuse_shift_conv(shift, conv)(z) - conv(shift(z))).abs().max()) <= 1e-6
+
+
+def _graph_ops(module: nn.Module, x: torch.Tensor) -> set[str]:
+    gm = torch.export.export(module, (x,)).graph_module
+    return {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
+
+
+def test_deploy_forms_export_as_delegate_friendly_ops():
+    """Eager deploy modules take the fast PyTorch path; under torch.export they are the ops XNNPACK runs."""
+    dw = shift_as_depthwise(Shift8(2))
+    ops = _graph_ops(dw, torch.randn(1, 16, 5, 6))
+    assert "aten.conv2d.default" in ops and "aten.cat.default" not in ops
+    norm = ChannelNorm(16, 1e-6, bias=True)
+    x = torch.randn(1, 16, 5, 6) * 3 + 1
+    ops = _graph_ops(norm, x)
+    assert "aten.conv2d.default" in ops and not any("mean" in o for o in ops)
+    with torch.no_grad():
+        eager = norm(x)
+        norm.conv_mean = True
+        assert float((norm(x) - eager).abs().max()) <= 1e-6
 
 
 @pytest.mark.parametrize("mode", ["depthwise", "dense"])

@@ -153,7 +153,13 @@ def shift_as_conv(model: nn.Module) -> nn.Module:
 
 
 def layer_norm_conv_mean(model: nn.Module) -> nn.Module:
-    """Channels-first LayerNorms -> :class:`ConvMeanLayerNorm` (no ``mean(dim=1)`` left)."""
+    """Channels-first LayerNorms -> :class:`ConvMeanLayerNorm`, and the deploy form's ``ChannelNorm`` to its
+    conv-mean path (no ``mean(dim=1)`` left)."""
+    from ..reparam.fold import ChannelNorm
+
+    for m in model.modules():
+        if isinstance(m, ChannelNorm):
+            m.conv_mean = True
 
     def swap(m: nn.Module) -> nn.Module | None:
         if isinstance(m, (safmn.ChannelsFirstLayerNorm, eimn.ChannelsFirstLayerNorm)):
@@ -335,7 +341,9 @@ def applicable_rewrites(model: nn.Module) -> list[str]:
     if eimn.EIMNBlock in kinds and any(isinstance(getattr(b, "norm1", None), nn.BatchNorm2d)
                                        for b in model.modules() if isinstance(b, eimn.EIMNBlock)):
         names.append("fold_batchnorm")
-    if kinds & {safmn.ChannelsFirstLayerNorm, eimn.ChannelsFirstLayerNorm, lamnet.LayerNormUnchanged}:
+    from ..reparam.fold import ChannelNorm
+
+    if kinds & {safmn.ChannelsFirstLayerNorm, eimn.ChannelsFirstLayerNorm, lamnet.LayerNormUnchanged, ChannelNorm}:
         names.append("layer_norm_conv_mean")
     if kinds & {eimn.MOLRCM, eimn.SADFFM, eimn.DFFM, lamnet.DGFN, lamnet.LSAMixer}:
         names.append("slices_for_splits")

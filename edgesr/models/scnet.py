@@ -39,14 +39,19 @@ class Shift8(nn.Module):
         self.groups = int(groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.groups
-        if x.shape[1] != 8 * g:
-            raise ValueError(f"Shift8 with groups={g} needs {8 * g} channels, got {x.shape[1]}")
-        h, w = x.shape[-2], x.shape[-1]
-        p = F.pad(x, (1, 1, 1, 1))
-        parts = [p[:, j * g:(j + 1) * g, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-                 for j, (dy, dx) in enumerate(SHIFT8_OFFSETS)]
-        return torch.cat(parts, dim=1)
+        return shift8(x, self.groups)
+
+
+def shift8(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Shift channel group j of ``x`` by ``SHIFT8_OFFSETS[j]``, zero fill (pad + 8 slices + concat)."""
+    g = groups
+    if x.shape[1] != 8 * g:
+        raise ValueError(f"Shift8 with groups={g} needs {8 * g} channels, got {x.shape[1]}")
+    h, w = x.shape[-2], x.shape[-1]
+    p = F.pad(x, (1, 1, 1, 1))
+    parts = [p[:, j * g:(j + 1) * g, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+             for j, (dy, dx) in enumerate(SHIFT8_OFFSETS)]
+    return torch.cat(parts, dim=1)
 
 
 class ResidualBlockShift(nn.Module):

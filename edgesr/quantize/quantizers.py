@@ -107,7 +107,7 @@ def module_path(node: Node) -> str:
 
 def _in_norm(node: Node) -> bool:
     stack = node.meta.get("nn_module_stack") or {}
-    return any("LayerNorm" in str(t) for _, t in stack.values())
+    return any("LayerNorm" in str(t) or "ChannelNorm" in str(t) for _, t in stack.values())
 
 
 def conv_nodes(gm: GraphModule) -> list[Node]:

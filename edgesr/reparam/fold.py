@@ -35,9 +35,12 @@ __all__ = ["ChannelNorm", "fold_norms", "fold_affine_into_conv", "batchnorm_affi
 class ChannelNorm(nn.Module):
     """Channels-first LayerNorm whose affine parts are optional: what is left of a norm after folding.
 
-    Written in the delegate-friendly form of ``edgesr.export``'s ``ConvMeanLayerNorm`` — channel means as
-    1×1 convs with a constant 1/C kernel, ``d * rsqrt(mean(d²) + eps)`` — because XNNPACK leaves
-    ``mean(dim=1)`` on portable kernels; equal to the models' norms up to float rounding.
+    Eager form: ``d * rsqrt(mean(d²) + eps)`` with ``mean(dim=1)``, the fastest in PyTorch. Under
+    ``torch.export`` (or with ``conv_mean``, set by the rewrite ``layer_norm_conv_mean``) the channel means
+    are 1×1 convs with a constant 1/C kernel,
+    because XNNPACK leaves ``mean(dim=1)`` on portable kernels — while in eager PyTorch that conv made SAFMN's
+    deploy form 13 % slower than its eval form (``benchmarks/reparam.py``). Equal to the models' norms up to
+    float rounding.
     """
 
     def __init__(self, dim: int, eps: float, weight: bool = False, bias: bool = False) -> None:
@@ -47,13 +50,19 @@ class ChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
         self.register_buffer("avg", torch.full((1, dim, 1, 1), 1.0 / dim), persistent=False)
         self.prescale = 1.0  # fp16 export: see edgesr.export.rewrites.fp16_safe_norms
+        self.conv_mean = False  # export: see the class docstring
+
+    def _mean(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv_mean or torch.compiler.is_exporting():
+            return F.conv2d(x, self.avg)
+        return x.mean(dim=1, keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = x - F.conv2d(x, self.avg)
+        d = x - self._mean(x)
         eps = self.eps
         if self.prescale != 1.0:
             d, eps = d * self.prescale, eps * self.prescale ** 2
-        y = d * torch.rsqrt(F.conv2d(d * d, self.avg) + eps)
+        y = d * torch.rsqrt(self._mean(d * d) + eps)
         if self.weight is not None:
             y = y * self.weight[:, None, None]
         if self.bias is not None:

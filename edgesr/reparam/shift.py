@@ -22,9 +22,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..models.scnet import SHIFT8_OFFSETS, ResidualBlockShift, Shift8
+from ..models.scnet import SHIFT8_OFFSETS, ResidualBlockShift, Shift8, shift8
 
-__all__ = ["ShiftMode", "shift_kernel", "shift_as_depthwise", "fuse_shift_conv", "shift_to_conv"]
+__all__ = ["ShiftMode", "ShiftDepthwise", "shift_kernel", "shift_as_depthwise", "fuse_shift_conv", "shift_to_conv"]
 
 ShiftMode = Literal["slice", "depthwise", "dense"]
 
@@ -43,11 +43,29 @@ def shift_kernel(shift: Shift8, dtype: torch.dtype = torch.float32) -> torch.Ten
     return k
 
 
+class ShiftDepthwise(nn.Conv2d):
+    """Shift8 as a frozen one-hot depthwise 3×3 conv — the form delegates run as one op.
+
+    Under ``torch.export`` (every edgesr exporter) it is that conv; in eager PyTorch it computes the same
+    values with pad + slices, which is faster there (SCNet-T x4 eager: the conv made deploy 11 % slower
+    than eval, ``benchmarks/reparam.py``). Both are exact: each output is one input times 1.0.
+    """
+
+    def __init__(self, groups: int, **kw: object) -> None:
+        c = 8 * int(groups)
+        super().__init__(c, c, 3, padding=1, groups=c, bias=False, **kw)  # type: ignore[arg-type]
+        self.shift_groups = int(groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():
+            return super().forward(x)
+        return shift8(x, self.shift_groups)
+
+
 def shift_as_depthwise(shift: Shift8, like: torch.Tensor | None = None) -> nn.Conv2d:
     """A frozen depthwise 3×3 conv equal to ``shift`` (exact: each output reads one input times 1.0)."""
-    c = 8 * shift.groups
     kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
-    conv = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False, **kw)
+    conv = ShiftDepthwise(shift.groups, **kw)
     with torch.no_grad():
         conv.weight.copy_(shift_kernel(shift, conv.weight.dtype))
     return conv.requires_grad_(False)

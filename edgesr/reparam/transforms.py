@@ -27,7 +27,8 @@ KINDS: dict[str, type[RepConv]] = {"repvgg": RepVGGConv, "ecb": ECBConv, "sesr":
 # How deploy() writes SCNet's Shift8, chosen by measurement (benchmarks/reparam.py; SCNet-T x4, 1×3×180×320,
 # x86-64 AVX2 host, 2 threads, ExecuTorch XNNPACK fp32, median of 5 interleaved runs): pad + slices + cat
 # 2867 ms, one-hot depthwise conv 1315 ms (0.46×), shift fused into a dense 3×3 7940 ms (2.8×: 4.2× the MACs).
-# Eager torch ran all three within 2 % of each other (11.1–11.3 s).
+# (forms lowered as they are; edgesr's exporters rewrite a remaining Shift8 into the same depthwise conv).
+# In eager PyTorch the depthwise form runs as slices (``ShiftDepthwise``), so deploy is not slower there either.
 DEFAULT_SHIFT: ShiftMode = "depthwise"
 
 _ATTR = "_edgesr_reparam"
