@@ -35,12 +35,11 @@ __all__ = ["ChannelNorm", "fold_norms", "fold_affine_into_conv", "batchnorm_affi
 class ChannelNorm(nn.Module):
     """Channels-first LayerNorm whose affine parts are optional: what is left of a norm after folding.
 
-    Eager form: ``d * rsqrt(mean(d²) + eps)`` with ``mean(dim=1)``, the fastest in PyTorch. Under
-    ``torch.export`` (or with ``conv_mean``, set by the rewrite ``layer_norm_conv_mean``) the channel means
-    are 1×1 convs with a constant 1/C kernel,
-    because XNNPACK leaves ``mean(dim=1)`` on portable kernels — while in eager PyTorch that conv made SAFMN's
-    deploy form 13 % slower than its eval form (``benchmarks/reparam.py``). Equal to the models' norms up to
-    float rounding.
+    ``d * rsqrt(mean(d²) + eps)``. Eager PyTorch takes ``mean(dim=1)``; under ``torch.export`` (or with
+    ``conv_mean``, set by the rewrite ``layer_norm_conv_mean``) the channel means are 1×1 convs with a constant
+    1/C kernel, because XNNPACK leaves ``mean(dim=1)`` on portable kernels — while in eager PyTorch that conv made
+    SAFMN's deploy form 13 % slower than its eval form (``benchmarks/reparam.py``). Equal to the models' norms up
+    to float rounding.
     """
 
     def __init__(self, dim: int, eps: float, weight: bool = False, bias: bool = False) -> None:
