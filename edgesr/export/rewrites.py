@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import eimn, lamnet, safmn, scnet
+from ..reparam.fold import ChannelNorm
 
 Rewrite = Callable[[nn.Module], nn.Module]
 
@@ -71,8 +72,6 @@ def fp16_safe_norms(model: nn.Module, x: torch.Tensor, limit: float = 16.0) -> d
     drives EIMN-A past the fp16 range before any norm, and a scale sized for it would flush the small
     deviations of flat photo regions to zero. Returns {module: prescale} for the norms that were scaled.
     """
-    from ..reparam.fold import ChannelNorm
-
     norms = {n: m for n, m in model.named_modules() if isinstance(m, (ConvMeanLayerNorm, ChannelNorm))}
     if not norms:
         return {}
@@ -155,8 +154,6 @@ def shift_as_conv(model: nn.Module) -> nn.Module:
 def layer_norm_conv_mean(model: nn.Module) -> nn.Module:
     """Channels-first LayerNorms -> :class:`ConvMeanLayerNorm`, and the deploy form's ``ChannelNorm`` to its
     conv-mean path (no ``mean(dim=1)`` left)."""
-    from ..reparam.fold import ChannelNorm
-
     for m in model.modules():
         if isinstance(m, ChannelNorm):
             m.conv_mean = True
@@ -341,8 +338,6 @@ def applicable_rewrites(model: nn.Module) -> list[str]:
     if eimn.EIMNBlock in kinds and any(isinstance(getattr(b, "norm1", None), nn.BatchNorm2d)
                                        for b in model.modules() if isinstance(b, eimn.EIMNBlock)):
         names.append("fold_batchnorm")
-    from ..reparam.fold import ChannelNorm
-
     if kinds & {safmn.ChannelsFirstLayerNorm, eimn.ChannelsFirstLayerNorm, lamnet.LayerNormUnchanged, ChannelNorm}:
         names.append("layer_norm_conv_mean")
     if kinds & {eimn.MOLRCM, eimn.SADFFM, eimn.DFFM, lamnet.DGFN, lamnet.LSAMixer}:
