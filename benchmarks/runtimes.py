@@ -115,6 +115,7 @@ def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Pa
             "check_s": round(time.perf_counter() - t, 1), "status": report["status"],
             "quality": {k: {"psnr_y": v["psnr_y"], "ssim_y": v["ssim_y"], "images": v["images"],
                             "torch_whole_psnr_y": v.get("torch_whole_psnr_y"),
+                            "runtime_minus_torch_db": v.get("runtime_minus_torch_db"),
                             "compared_images": v.get("compared_images")}
                         for k, v in (report["quality"] or {}).items()},
             "parity": report["parity"] and {k: report["parity"][k] for k in ("max_abs_diff", "psnr_vs_torch_db",
@@ -151,17 +152,18 @@ def render(results: dict) -> str:
              f"Peak fp32 rate: measured matmul {peak['measured_gflops']:.1f} GFLOP/s"
              + (f", AVX2-FMA theory {peak['theoretical_gflops']:.1f} GFLOP/s" if peak.get("theoretical_gflops")
                 else "") + f" ({results['threads']} threads). Bound = MACs ÷ (measured GFLOP/s ÷ 2).", "",
-             "| model | target | prec | Set5 PSNR-Y | B100 PSNR-Y | parity max\\|Δ\\| | parity PSNR | delegated | "
+             "| model | target | prec | Set5 PSNR-Y | B100 PSNR-Y | runtime − PyTorch (dB) | parity max\\|Δ\\| | parity PSNR | delegated | "
              "latency med / p90 (ms) | bound (ms) | % of peak | peak RSS (MB) | size (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['target']} | {r['precision']} | error: {r['error']} |" + " |" * 9)
+            lines.append(f"| {r['model']} | {r['target']} | {r['precision']} | error: {r['error']} |" + " |" * 10)
             continue
         q = r["quality"]
         rnd = "" if r["weights"] != "random init" else " (rand)"
         s5 = next((f"{v['psnr_y']:.2f}{rnd}" for k, v in q.items() if k.lower().startswith("set5")), "–")
         b1 = next((f"{v['psnr_y']:.2f}{rnd}" for k, v in q.items() if k.lower().startswith("b100")), "–")
+        dq = " / ".join(_fmt(v.get("runtime_minus_torch_db"), "+.4f") for v in q.values()) or "–"
         par = r["parity"] or {}
         deleg = f"{r['delegation']['percent_delegated']:.0f}%" if r["delegation"] else \
             ("builtins" if r["target"] == "tflite" else "–")
@@ -172,7 +174,7 @@ def render(results: dict) -> str:
         mem = (r["memory"] or {}).get("peak_rss_mb", "–")
         status = "" if r["status"] == "ran" else f" ({r['status']})"
         lines.append(
-            f"| {r['model']} | {r['target']}{status} | {r['precision']} | {s5} | {b1} | "
+            f"| {r['model']} | {r['target']}{status} | {r['precision']} | {s5} | {b1} | {dq} | "
             f"{_fmt(par.get('max_abs_diff'), '.1e')} | {_fmt(par.get('psnr_vs_torch_db'), '.1f')} | {deleg} | "
             f"{_fmt(lat.get('median'), '.0f')} / {_fmt(lat.get('p90'), '.0f')} | {_fmt(bound, '.0f')} | {eff} | "
             f"{mem} | {r['file_size_bytes'] / 1e6:.2f} |")
@@ -181,6 +183,8 @@ def render(results: dict) -> str:
         lines += ["", "Speed-up (median latency, same run): " + "; ".join(ups)]
     lines += ["", "MACs (conv/matmul, x4): " + ", ".join(f"{k} {v / 1e9:.1f} G @ {MODELS[k][0]}x{MODELS[k][1]}"
                                                        for k, v in results["macs"].items()),
+              "runtime − PyTorch: PSNR-Y of the artifact minus that of the PyTorch model it came from (fp32, or "
+              "the fake-quant int8 model) through the same windows, per dataset: the runtime's own effect.",
               "(rand) = seeded random weights: PSNR is not meaningful, parity is. Core ML on Linux: converted, "
               "not run (no number is simulated)."]
     return "\n".join(lines) + "\n"

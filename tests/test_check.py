@@ -63,6 +63,7 @@ def test_check_cli_end_to_end_onnx(tiny_folder, tmp_path, capsys):
     assert r["schema"] == "edgesr-check/1" and r["status"] == "ran"
     q = r["quality"]["tiny"]
     assert q["images"] == 2 and 10 < q["psnr_y"] < 60 and 0 < q["ssim_y"] <= 1
+    assert abs(q["runtime_minus_torch_db"]) < 1e-3  # fp32 onnxruntime: the same pictures as PyTorch, window by window
     assert r["parity"]["max_abs_diff"] <= 1e-4 and r["parity"]["windows"] == 5
     assert r["parity"]["psnr_vs_torch_db"] > 60
     # SCNet is local (receptive field < overlap/2 + edge): tiled == whole up to float rounding

@@ -56,6 +56,14 @@ def test_ptq_quantizes_evaluates_any_size_and_reloads_identically(target, tmp_pa
         assert torch.equal(again(x), y)
 
 
+def test_coreml_fake_quant_is_the_executorch_one():
+    """Core ML's W8A8 is annotated with XNNPACK's annotator, so int8_drop's ExecuTorch rows are its rows too."""
+    model, x = _tiny(), _calib(1)[0]
+    cfg = QuantConfig(float_adds=True, keep_float=["first", "last"])
+    with torch.no_grad():
+        assert torch.equal(ptq(model, "coreml", _calib(), cfg)(x), ptq(model, "executorch", _calib(), cfg)(x))
+
+
 def test_keep_float_leaves_first_and_last_conv_unquantized():
     model = _tiny()
     full = ptq(model, "executorch", _calib(), QuantConfig())
@@ -84,9 +92,24 @@ def test_config_validation_and_observers():
     assert not torch.equal(outs["minmax"], outs["percentile"])  # the observer choice reaches the ranges
 
 
-def test_qat_for_tflite_is_a_clear_error(image_dir):
-    with pytest.raises(UsageError, match="QAT for target tflite is not available"):
-        qat(create("scnet_t", 4, num_block=1), "tflite", [image_dir], QuantConfig(iterations=1))
+@pytest.mark.parametrize("target", TARGETS)
+def test_qat_per_target_converts_and_the_artifact_runs(target, image_dir, tmp_path):
+    """A few QAT steps per target (litert's own QAT annotator fails under torch 2.13; edgesr's does not),
+    then the same export path as PTQ: the artifact runs in its runtime, close to the fake-quant model."""
+    from edgesr.export import ModelRef, check_artifact, export
+
+    model = _tiny()
+    cfg = QuantConfig(iterations=3, batch_size=2, patch_size=32, lr=1e-3, calib_size=2)
+    q = qat(model, target, [image_dir], cfg)
+    assert q.mode == "qat" and q.target == target and np.isfinite(q.info["final_loss"])
+    suffix = {"executorch": ".pte", "tflite": ".tflite", "coreml": ".mlpackage"}[target]
+    out = tmp_path / f"m{suffix}"
+    export(model, target, "int8", (16, 16), out, ref=ModelRef("safmn", 2), quantized=q)
+    r = check_artifact(out, None, threads=1, runs=1, compare_images=1, memory=False)
+    if target == "coreml":
+        assert r["status"] == "converted, not run" and r["graph"]
+        return
+    assert r["status"] == "ran" and r["parity"]["psnr_vs_torch_db"] > 40
 
 
 def test_qat_trains_from_calibrated_ranges_and_reloads(image_dir, tmp_path):

@@ -182,8 +182,6 @@ BAD_RECIPES = {
                           "quantize.per_target: 'tflite' is not in quantize.targets"),
     "per-target key": ("model: {name: scnet_t}\nquantize: {targets: [tflite], per_target: {tflite: {bits: 4}}}\n",
                        "unknown key 'quantize.per_target.tflite.bits'"),
-    "tflite qat": ("model: {name: scnet_t}\nquantize: {targets: [tflite], method: qat}\n",
-                   "set quantize.per_target.tflite.method: ptq"),
 }
 
 

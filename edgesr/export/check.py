@@ -196,12 +196,16 @@ def _quality(run: Any, ref: Any, model: Any, info: ArtifactInfo, data: Sequence[
                 tiling_psnr.append(psnr_rgb(u_pt, u_wh, 0))
                 tiling_diff = max(tiling_diff, float(np.abs(sr_pt - whole).max()))
                 per_image[pair.name]["torch_whole_psnr_y"] = psnr_y(u_wh, hr, scale)
+                per_image[pair.name]["torch_tiled_psnr_y"] = psnr_y(u_pt, hr, scale)
             if progress:
                 print(f"  {bench.name}/{pair.name}: {per_image[pair.name]['psnr_y']:.3f} dB")
         vals = list(per_image.values())
         quality[bench.name] = {
             "psnr_y": _mean(v["psnr_y"] for v in vals), "ssim_y": _mean(v["ssim_y"] for v in vals),
             "torch_whole_psnr_y": _mean(v["torch_whole_psnr_y"] for v in vals if "torch_whole_psnr_y" in v),
+            # the runtime's own effect on accuracy: same windows, same padding, only the kernels differ
+            "runtime_minus_torch_db": _mean(v["psnr_y"] - v["torch_tiled_psnr_y"] for v in vals
+                                            if "torch_tiled_psnr_y" in v),
             "images": len(vals), "compared_images": sum("torch_whole_psnr_y" in v for v in vals),
             "per_image": per_image,
         }
@@ -265,7 +269,8 @@ def format_report(r: dict[str, Any]) -> str:
                      f"not delegated: {nd}")
     for name, q in (r.get("quality") or {}).items():
         lines.append(f"{name:<20} PSNR-Y {q['psnr_y']:.3f}  SSIM-Y {q['ssim_y']:.4f}  "
-                     f"(PyTorch whole image {q['torch_whole_psnr_y']:.3f} on {q['compared_images']})  "
+                     f"(PyTorch whole image {q['torch_whole_psnr_y']:.3f} on {q['compared_images']}; "
+                     f"runtime - PyTorch, same windows {q['runtime_minus_torch_db']:+.4f} dB)  "
                      f"{q['images']} images")
     if r.get("parity"):
         p = r["parity"]

@@ -35,10 +35,6 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
     cfg = config or QuantConfig()
     cfg.validate()
     check_target(target)
-    if target == "tflite":  # litert-torch 0.10's QAT annotator builds its conv+bn pattern from a plain function,
-        # which torch 2.13's torch.export rejects ("Expected mod to be an nn.Module"): fail clearly, before any work
-        raise UsageError("quantize: QAT for target tflite is not available with litert-torch 0.10 + torch 2.13 "
-                         "(its QAT annotator fails); use --mode ptq for tflite (SAFMN: --keep-float first last)")
     if not train_images:
         raise UsageError("quantize --mode qat needs training images (--data FOLDER ...)")
     if getattr(model, "quantized", False):

@@ -76,6 +76,18 @@ def _with_activation_observer(qconfig: Any, cfg: QuantConfig, qat: bool) -> Any:
     return dataclasses.replace(qconfig, input_activation=act, output_activation=act)
 
 
+def _litert_qat_quantizer(lq: Any) -> Any:
+    """litert-torch's quantizer for QAT without its conv+BatchNorm patterns: litert-torch 0.10 builds them by
+    exporting a plain function, which torch 2.13's ``torch.export`` rejects. edgesr folds every BatchNorm before
+    capture, so those patterns never match an SR graph; the rest of the annotation (and its fake-quantizers:
+    the ``is_qat`` config) is litert's own."""
+
+    class LiteRTQATQuantizer(lq.PT2EQuantizer):
+        STATIC_QAT_ONLY_OPS: list[str] = []
+
+    return LiteRTQATQuantizer()
+
+
 def base_quantizer(target: str, cfg: QuantConfig, qat: bool) -> Any:
     """The target's own PT2E quantizer with edgesr's observer choice, before SR-aware filtering."""
     check_target(target)
@@ -84,7 +96,7 @@ def base_quantizer(target: str, cfg: QuantConfig, qat: bool) -> Any:
 
         qconfig = _with_activation_observer(
             lq.get_symmetric_quantization_config(is_per_channel=cfg.per_channel, is_qat=qat), cfg, qat)
-        quantizer = lq.PT2EQuantizer().set_global(qconfig)
+        quantizer = (_litert_qat_quantizer(lq) if qat else lq.PT2EQuantizer()).set_global(qconfig)
     else:
         from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
 

@@ -88,9 +88,6 @@ class QuantizeSpec:
                 raise RecipeError(f"quantize.per_target.{target}.method: expected ptq or qat, got {extra['method']!r}")
         if self.sensitivity_layers is not None and self.sensitivity_layers < 1:
             raise RecipeError("quantize.sensitivity_layers must be positive (or null: every layer)")
-        if "tflite" in self.targets and self.method_for("tflite") == "qat":
-            raise RecipeError("quantize: QAT for tflite is not available with litert-torch 0.10 + torch 2.13; "
-                              "set quantize.per_target.tflite.method: ptq")
 
     def method_for(self, target: str) -> str:
         return str(self.per_target.get(target, {}).get("method", self.method))
