@@ -78,9 +78,9 @@ def _with_activation_observer(qconfig: Any, cfg: QuantConfig, qat: bool) -> Any:
 
 def _litert_qat_quantizer(lq: Any) -> Any:
     """litert-torch's quantizer for QAT without its conv+BatchNorm patterns: litert-torch 0.10 builds them by
-    exporting a plain function, which torch 2.13's ``torch.export`` rejects. edgesr folds every BatchNorm before
-    capture, so those patterns never match an SR graph; the rest of the annotation (and its fake-quantizers:
-    the ``is_qat`` config) is litert's own."""
+    exporting a plain function, which torch 2.13's ``torch.export`` rejects. edgesr's captured SR graphs carry no
+    BatchNorm (the export rewrites fold them), so those patterns would never match; the rest of the annotation
+    (and its fake-quantizers: the ``is_qat`` config) is litert's own."""
 
     class LiteRTQATQuantizer(lq.PT2EQuantizer):
         STATIC_QAT_ONLY_OPS: list[str] = []
