@@ -118,8 +118,8 @@ def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Pa
                             "runtime_minus_torch_db": v.get("runtime_minus_torch_db"),
                             "compared_images": v.get("compared_images")}
                         for k, v in (report["quality"] or {}).items()},
-            "parity": report["parity"] and {k: report["parity"][k] for k in ("max_abs_diff", "psnr_vs_torch_db",
-                                                                             "windows")},
+            "parity": report["parity"] and {k: report["parity"].get(k) for k in (
+                "max_abs_diff", "psnr_vs_torch_db", "windows", "fp64_reference")},
             "tiling": report["tiling"] and report["tiling"]["psnr_tiled_vs_whole_db"],
             "delegation": info.delegation, "graph": report["graph"] and {k: v for k, v in report["graph"].items()
                                                                          if k != "ops"},
@@ -178,6 +178,12 @@ def render(results: dict) -> str:
             f"{_fmt(par.get('max_abs_diff'), '.1e')} | {_fmt(par.get('psnr_vs_torch_db'), '.1f')} | {deleg} | "
             f"{_fmt(lat.get('median'), '.0f')} / {_fmt(lat.get('p90'), '.0f')} | {_fmt(bound, '.0f')} | {eff} | "
             f"{mem} | {r['file_size_bytes'] / 1e6:.2f} |")
+    floors = [f"{r['model']} {r['target']}: runtime {f['runtime_max_abs']:.1e}, PyTorch fp32 {f['torch_fp32_max_abs']:.1e}"
+              for r in results["rows"] if "error" not in r
+              for f in [((r.get("parity") or {}).get("fp64_reference") or {})] if "runtime_max_abs" in f]
+    if floors:
+        lines += ["", "fp32 vs float64 PyTorch, max |Δ| on one window (the fp32 rounding floor parity is judged "
+                  "against): " + "; ".join(floors)]
     ups = speedups(results["rows"])
     if ups:
         lines += ["", "Speed-up (median latency, same run): " + "; ".join(ups)]

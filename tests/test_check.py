@@ -66,6 +66,9 @@ def test_check_cli_end_to_end_onnx(tiny_folder, tmp_path, capsys):
     assert abs(q["runtime_minus_torch_db"]) < 1e-3  # fp32 onnxruntime: the same pictures as PyTorch, window by window
     assert r["parity"]["max_abs_diff"] <= 1e-4 and r["parity"]["windows"] == 5
     assert r["parity"]["psnr_vs_torch_db"] > 60
+    f64 = r["parity"]["fp64_reference"]  # the fp32 rounding floor: both sides are near float64, neither is exact
+    assert 0 < f64["torch_fp32_max_abs"] < 1e-4 and 0 < f64["runtime_max_abs"] < 1e-4, f64
+    assert f64["window"] == [64, 64] and "first_window" not in r["parity"]
     # SCNet is local (receptive field < overlap/2 + edge): tiled == whole up to float rounding
     assert r["tiling"]["max_abs_diff_tiled_vs_whole"] <= 1e-5
     lat = r["latency_ms"]
@@ -74,7 +77,7 @@ def test_check_cli_end_to_end_onnx(tiny_folder, tmp_path, capsys):
     assert r["op_profile"]["ops"][0]["op"] == "Conv"
     assert r["graph"]["ops"]["Conv"] == 39 + 18 and "Slice" not in r["graph"]["ops"]  # shifts are depthwise convs
     assert r["artifact"]["file_size_bytes"] > 100_000
-    assert "PSNR-Y" in text and "parity vs PyTorch" in text
+    assert "PSNR-Y" in text and "parity vs PyTorch" in text and "vs float64 PyTorch" in text
 
 
 def test_check_executorch_reports_etdump_op_profile(tiny_folder):
