@@ -70,7 +70,8 @@ def _options(args: argparse.Namespace) -> str:
     opts = (["--float-adds"] if args.float_adds else []) + (
         ["--keep-float " + " ".join(args.keep_float)] if args.keep_float else []) + (
         [f"--outlier-ratio {args.outlier_ratio:g}"] if args.outlier_ratio else []) + (
-        [f"--observer {args.observer}"] if args.observer != "histogram" else [])
+        [f"--observer {args.observer}"] if args.observer != "histogram" else []) + (
+        ["--no-island-exits"] if args.no_island_exits else [])
     return " ".join(opts) or "defaults"
 
 
@@ -106,6 +107,7 @@ def main() -> int:
     ap.add_argument("--observer", default="histogram")
     ap.add_argument("--float-adds", action="store_true", help="leave residual adds in float (QuantConfig.float_adds)")
     ap.add_argument("--outlier-ratio", type=float, default=0.0, help="outlier guard (0: off; see QuantConfig)")
+    ap.add_argument("--no-island-exits", action="store_true", help="tflite: QuantConfig.island_exits=False")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "int8")
     ap.add_argument("--fp32-cache", type=Path, default=None,
@@ -122,7 +124,7 @@ def main() -> int:
     train = [str(DATA / "T91"), str(DATA / "BSD200")]
     sets = {s: open_benchmark(DATA / s, 4) for s in args.sets}
     cfg = QuantConfig(iterations=args.qat_iterations, lr=args.qat_lr, keep_float=list(args.keep_float), observer=args.observer, float_adds=args.float_adds,
-                      outlier_ratio=args.outlier_ratio)
+                      outlier_ratio=args.outlier_ratio, island_exits=not args.no_island_exits)
     rows = []
     for name in args.models:
         w = weights.get(name) or ("zoo" if (name, 4) in available() else None)

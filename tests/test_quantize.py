@@ -214,6 +214,9 @@ def test_tflite_float_islands_leave_through_one_quantizer():
     assert norm_outputs and all(v == 1 for v in counts.values()), counts
     # XNNPACK keeps one quantizer per consumer (it delegates every one of them): the rule is tflite's alone
     assert max(_float_to_int8_quantizes(ptq(_tiny(), "executorch", _calib(), cfg).graph).values()) > 1
+    # and it can be turned off per model (island_exits=False): per-consumer ranges, as XNNPACK
+    off = QuantConfig(float_norms=True, island_exits=False)
+    assert max(_float_to_int8_quantizes(ptq(_tiny(), "tflite", _calib(), off).graph).values()) > 1
 
 
 class _PlantedOutlier(torch.nn.Module):

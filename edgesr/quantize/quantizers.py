@@ -258,7 +258,7 @@ def make_quantizer(target: str, cfg: QuantConfig, qat: bool = False,
             model = inner.annotate(model)
             drop = keep(model) if keep is not None else float_nodes(model, cfg)
             strip_annotations(model, drop)
-            if target == "tflite":  # XNNPACK quantizes per consumer as the graph says; one exit would un-delegate slices
+            if target == "tflite" and cfg.island_exits:  # XNNPACK quantizes per consumer as the graph says
                 annotate_island_exits(model, inner.edgesr_activation_qspec)
             return model
 
