@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 MODELS = {"safmn": (184, 320), "scnet_t": (180, 320), "eimn_a": (180, 320), "lamnet": (180, 320)}
 WEIGHTS = {"eimn_a": "zoo"}  # official EIMN-A x4 weights ship in edgesr's zoo; others: zoo when shipped, else random
 OUTLIER_RATIO = {"eimn_a": 8.0}  # int8 outlier guard per model (see QuantConfig.outlier_ratio)
+# per-model, per-target int8 options (QuantConfig fields) measured in benchmarks/int8_drop.py
+TARGET_OPTIONS = {("eimn_a", "tflite"): {"island_exits": False}}
 # int8 variants, as a row suffix: "executorch:int8/fa" = residual adds and first/last conv left in float.
 INT8_VARIANTS = {"": {}, "fa": {"float_adds": True, "keep_float": ["first", "last"]}}
 DEFAULT_ROWS = ["executorch:fp32", "executorch:fp16", "tflite:fp32", "onnx:fp32", "coreml:fp32"]
@@ -97,7 +99,8 @@ def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Pa
         from edgesr.models import create
         from edgesr.quantize import QuantConfig, ptq, save_quantized
 
-        cfg = QuantConfig(outlier_ratio=OUTLIER_RATIO.get(name, 0.0), **INT8_VARIANTS[variant])
+        cfg = QuantConfig(outlier_ratio=OUTLIER_RATIO.get(name, 0.0), **INT8_VARIANTS[variant],
+                          **TARGET_OPTIONS.get((name, target), {}))
         calib = [str(SHARED / "data" / "T91"), str(SHARED / "data" / "BSD200")]
         q = ptq(create(name, 4, weights=weights), target, calib, cfg)
         quantized = str(save_quantized(q, out_dir / f"{name}_x4_{target}_ptq{'_' + variant if variant else ''}.pt"))
@@ -214,7 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--compare-images", type=int, default=5, help="images per folder compared with PyTorch")
     p.add_argument("--force", action="store_true", help="recompute rows already in OUT.json")
+    p.add_argument("--input-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                   help="artifact input size for every model of this run (default: a 320x180 frame); e.g. 120 120 "
+                        "holds a B100 LR image (120x80 or 80x120) in one window at a quarter of the cost")
     args = p.parse_args(argv)
+    if args.input_size:
+        for name in args.models:
+            MODELS[name] = (args.input_size[0], args.input_size[1])
 
     out = Path(args.out)
     art_dir = out.parent / "artifacts"

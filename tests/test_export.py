@@ -100,6 +100,37 @@ def test_each_rewrite_alone_is_exact(rewrite, name):
     assert rewrites.max_abs_diff(model, rewrites.export_friendly(model, [rewrite]), x) <= 1e-5
 
 
+def test_spatial_means_are_two_pass_in_float_exports_and_one_pass_for_int8():
+    """XNNPACK's fp32 mean over H·W in one pass is 35x less accurate than two passes at 180×320 (EIMN-A's
+    .pte parity was 1.5e-4 from it); int8 graphs keep one exact int32 pass."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    from edgesr.quantize.graph import export_form
+
+    for name, overrides in {"eimn_a": dict(num_stages=1), "lamnet": dict(num_groups=1, num_blocks=1)}.items():
+        model = M.create(name, 4, **overrides)
+        flags = [m.two_pass_mean for m in rewrites.export_friendly(model).modules() if hasattr(m, "two_pass_mean")]
+        assert flags and all(flags)
+        assert not any(m.two_pass_mean for m in export_form(model, True).modules() if hasattr(m, "two_pass_mean"))
+
+    class Mean(torch.nn.Module):
+        def __init__(self, two_pass: bool) -> None:
+            super().__init__()
+            self.two_pass = two_pass
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return rewrites.spatial_mean(x, self.two_pass)
+
+    x = torch.randn(1, 8, 180, 320, generator=torch.Generator().manual_seed(0)) * 3 + 5
+    exact = x.double().mean(dim=(2, 3), keepdim=True)
+    prog = to_edge_transform_and_lower(torch.export.export(Mean(True), (x,)),
+                                       partitioner=[XnnpackPartitioner()]).to_executorch()
+    y = Runtime.get().load_program(prog.buffer).load_method("forward").execute([x])[0].double()
+    assert float(((y - exact).abs() / exact.abs()).max()) < 1e-6  # one pass: 7e-6 (XNNPACK in ExecuTorch 1.x)
+
+
 def test_rewrites_remove_undelegated_ops():
     """No channel mean, split/chunk or narrow/select (LAMNet's FSA) left in the exported graphs (one block of
     each kind is enough: the rewrites act per block)."""

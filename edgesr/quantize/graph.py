@@ -42,6 +42,9 @@ def export_form(model: nn.Module, clamp_output: bool) -> nn.Module:
     names = applicable_rewrites(model)
     friendly = export_friendly(model, names) if names else model
     friendly = friendly.eval()
+    for m in friendly.modules():  # int8 means accumulate exactly in int32: one pass (see rewrites.spatial_mean)
+        if hasattr(m, "two_pass_mean"):
+            m.two_pass_mean = False
     return ClampOutput(friendly, clamp_output)
 
 
