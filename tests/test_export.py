@@ -131,6 +131,16 @@ def test_spatial_means_are_two_pass_in_float_exports_and_one_pass_for_int8():
     assert float(((y - exact).abs() / exact.abs()).max()) < 1e-6  # one pass: 7e-6 (XNNPACK in ExecuTorch 1.x)
 
 
+def test_eimn_and_lamnet_fp32_graphs_are_fully_delegated():
+    """One block of each (the rewrites act per block), through the same lowering as `edgesr export`."""
+    from edgesr.export.exporters import lower_executorch
+
+    for name, overrides in {"eimn_a": dict(num_stages=1), "lamnet": dict(num_groups=1, num_blocks=1)}.items():
+        model = M.create(name, 4, **overrides).eval()
+        _, report = lower_executorch(rewrites.export_friendly(model), torch.rand(1, 3, 24, 32))
+        assert report["non_delegated_ops"] == 0, (name, report["not_delegated"])
+
+
 def test_rewrites_remove_undelegated_ops():
     """No channel mean, split/chunk or narrow/select (LAMNet's FSA) left in the exported graphs (one block of
     each kind is enough: the rewrites act per block)."""
