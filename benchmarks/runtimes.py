@@ -185,8 +185,8 @@ def render(results: dict) -> str:
               for r in results["rows"] if "error" not in r
               for f in [((r.get("parity") or {}).get("fp64_reference") or {})] if "runtime_max_abs" in f]
     if floors:
-        lines += ["", "fp32 vs float64 PyTorch, max |Δ| on one window (the fp32 rounding floor parity is judged "
-                  "against): " + "; ".join(floors)]
+        lines += ["", "fp32 vs float64 PyTorch, max |Δ| on one window (runtime vs PyTorch fp32: rounding or a "
+                  "less accurate kernel?): " + "; ".join(floors)]
     ups = speedups(results["rows"])
     if ups:
         lines += ["", "Speed-up (median latency, same run): " + "; ".join(ups)]
