@@ -35,7 +35,7 @@ MODELS = {"safmn": (184, 320), "scnet_t": (180, 320), "eimn_a": (180, 320), "lam
 WEIGHTS = {"eimn_a": "zoo"}  # official EIMN-A x4 weights ship in edgesr's zoo; others: zoo when shipped, else random
 OUTLIER_RATIO = {"eimn_a": 8.0}  # int8 outlier guard per model (see QuantConfig.outlier_ratio)
 # per-model, per-target int8 options (QuantConfig fields) measured in benchmarks/int8_drop.py
-TARGET_OPTIONS = {("eimn_a", "tflite"): {"island_exits": False}}
+TARGET_OPTIONS: dict[tuple[str, str], dict] = {}  # e.g. {("eimn_a", "tflite"): {"island_exits": False}}
 # int8 variants, as a row suffix: "executorch:int8/fa" = residual adds and first/last conv left in float.
 INT8_VARIANTS = {"": {}, "fa": {"float_adds": True, "keep_float": ["first", "last"]}}
 DEFAULT_ROWS = ["executorch:fp32", "executorch:fp16", "tflite:fp32", "onnx:fp32", "coreml:fp32"]
@@ -119,6 +119,7 @@ def run_row(name: str, target: str, precision: str, data: list[str], out_dir: Pa
             "quality": {k: {"psnr_y": v["psnr_y"], "ssim_y": v["ssim_y"], "images": v["images"],
                             "torch_whole_psnr_y": v.get("torch_whole_psnr_y"),
                             "runtime_minus_torch_db": v.get("runtime_minus_torch_db"),
+                            "runtime_minus_torch_sd_db": v.get("runtime_minus_torch_sd_db"),
                             "compared_images": v.get("compared_images")}
                         for k, v in (report["quality"] or {}).items()},
             "parity": report["parity"] and {k: report["parity"].get(k) for k in (

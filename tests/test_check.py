@@ -64,6 +64,7 @@ def test_check_cli_end_to_end_onnx(tiny_folder, tmp_path, capsys):
     q = r["quality"]["tiny"]
     assert q["images"] == 2 and 10 < q["psnr_y"] < 60 and 0 < q["ssim_y"] <= 1
     assert abs(q["runtime_minus_torch_db"]) < 1e-3  # fp32 onnxruntime: the same pictures as PyTorch, window by window
+    assert 0 <= q["runtime_minus_torch_sd_db"] < 1e-3  # and per image, not only on average
     assert r["parity"]["max_abs_diff"] <= 1e-4 and r["parity"]["windows"] == 5
     assert r["parity"]["psnr_vs_torch_db"] > 60
     f64 = r["parity"]["fp64_reference"]  # the fp32 rounding floor: both sides are near float64, neither is exact

@@ -128,7 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--float-adds", action="store_true", help="leave residual adds unquantized")
     p.add_argument("--no-island-exits", action="store_true",
                    help="tflite: quantize a float value per int8 consumer instead of once where it leaves the float "
-                        "region (more accurate for EIMN-A; check the .tflite with `edgesr check`)")
+                        "region (as XNNPACK; the converter then merges the ranges: check the .tflite with `edgesr check`)")
     p.add_argument("--outlier-ratio", type=float, default=0.0, metavar="R",
                    help="keep float every activation whose largest channel range is > R x the median "
                         "channel's on the calibration data (0: off; 16 for EIMN)")

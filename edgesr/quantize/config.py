@@ -34,10 +34,9 @@ class QuantConfig:
     # the median channel's stay float with their producer and consumers. 0 turns the guard off.
     outlier_ratio: float = 0.0
     keep_nodes: list[str] = field(default_factory=list)  # graph nodes kept float (the guard fills it; stored)
-    # tflite only: one output quantizer where a float value enters int8 ops. Needed when the converter would
-    # merge per-consumer quantizers into the first one's range (SAFMN x4: 19 dB .tflite without it); costs
-    # accuracy where one float value feeds differently-ranged int8 paths (EIMN-A PTQ Set5 -0.27 dB with it,
-    # -0.11 without). Turn off per model after `edgesr check` confirms the .tflite matches its fake-quant model.
+    # tflite only: one output quantizer where a float value enters int8 ops (on a copy when float ops read the
+    # value too). Without it the converter merges per-consumer quantizers into the first one's range: SAFMN x4
+    # .tflite 19 dB; EIMN-A's .tflite 0.021 dB off its fake-quant model. Off = per-consumer ranges, as XNNPACK.
     island_exits: bool = True
     calib_size: int = 16                 # calibration images (LR), each cropped to calib_patch if larger
     calib_patch: int = 96                # LR crop side for calibration (whole image when smaller)
