@@ -139,12 +139,13 @@ def test_sensitivity_one_row_per_conv_sorted_worst_first():
 @pytest.mark.parametrize("target,suffix,name", [("executorch", ".pte", "safmn"), ("tflite", ".tflite", "safmn"),
                                                 ("tflite", ".tflite", "scnet_t"), ("coreml", ".mlpackage", "safmn")])
 def test_int8_artifacts_run_in_their_runtime_with_parity(target, suffix, name, tmp_path):
-    """SCNet-T on LiteRT: exit quantizers on copies (values float ops read too) convert as the graph says."""
+    """SCNet-T on LiteRT with float adds: exit quantizers on copies (values float ops read too) convert as the
+    graph says."""
     from edgesr.export import ModelRef, check_artifact, export
 
     torch.manual_seed(0)
     model = _tiny() if name == "safmn" else create(name, 2, num_feat=16, num_block=2)
-    q = ptq(model, target, _calib(), QuantConfig())
+    q = ptq(model, target, _calib(), QuantConfig(float_adds=name == "scnet_t"))
     out = tmp_path / f"m{suffix}"
     export(model, target, "int8", (16, 16), out, ref=ModelRef(name, 2), quantized=q)
     r = check_artifact(out, None, threads=1, runs=2, compare_images=1, memory=False)
@@ -223,13 +224,13 @@ def test_tflite_float_islands_leave_through_one_quantizer():
 
 def test_tflite_exit_quantizer_of_a_value_float_ops_also_read_sits_on_a_copy():
     """Float readers of a value that also leaves for int8 keep the float value; only the int8 readers see the
-    exit quantizer (on a clone). SCNet-T has such values; EIMN-A's outlier guard makes many (Set5 PTQ
-    -0.26 dB with the quantizer on the value itself, -0.11 dB on the copy)."""
+    exit quantizer (on a clone). SCNet-T with float adds has such values; EIMN-A's outlier guard makes many
+    (Set5 PTQ -0.26 dB with the quantizer on the value itself, -0.11 dB on the copy)."""
     from edgesr.quantize.graph import capture
     from edgesr.quantize.quantizers import _feeds_quantized_input, annotate_island_exits, float_island, make_quantizer
 
     model = create("scnet_t", 2, num_feat=16, num_block=2).eval()
-    q = make_quantizer("tflite", QuantConfig(island_exits=False))
+    q = make_quantizer("tflite", QuantConfig(island_exits=False, float_adds=True))
     gm = q.annotate(capture(model))
     island = float_island(gm)
     exits = annotate_island_exits(gm, q.inner.edgesr_activation_qspec, island)
@@ -287,6 +288,77 @@ def test_tflite_exit_copy_behind_a_slice_converts_and_matches_fake_quant(tmp_pat
     with torch.no_grad():
         ref = q(x).numpy()
     assert np.abs(run(x.numpy()) - ref).max() < 3 / 255  # int8 rounding, not a wrong range (that is ~0.1+)
+
+
+class _BranchesIntoConcat(torch.nn.Module):
+    """Two branches into a concat and a residual add: an edge filter (quiet on flat images, loud on a
+    checkerboard) and a 1x1 conv; a norm-style add of a constant that must stay float."""
+
+    scale = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 3, padding=1)
+        self.c, self.d = torch.nn.Conv2d(8, 4, 1), torch.nn.Conv2d(8, 12, 1)
+        self.e, self.up = torch.nn.Conv2d(8, 8, 1), torch.nn.PixelShuffle(2)
+        lap = -torch.ones(3, 3)
+        lap[1, 1] = 8
+        with torch.no_grad():
+            self.b.weight.copy_(torch.randn(4, 8, 1, 1) * lap / 8)
+            self.b.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        y = y + self.e(y)  # residual add of two activations
+        z = torch.cat([self.b(y), self.c(y)], 1)
+        return self.up(self.d(z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + 1e-6)))
+
+
+def test_tflite_annotates_residual_adds_and_concats_with_one_scale():
+    """litert-torch finds adds and concats by ``source_fn_stack``, which edgesr's non-strict capture does not
+    record: they stayed float. Restored, the activation add is int8 and a concat's inputs share its scale (as the
+    TFLite converter makes them); the constant add of a norm stays float."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    from edgesr.quantize.quantizers import make_quantizer
+
+    gm = make_quantizer("tflite", QuantConfig()).annotate(capture(_BranchesIntoConcat().eval()))
+    adds = [n for n in gm.graph.nodes if n.target is torch.ops.aten.add.Tensor]
+    ann = {n: n.meta.get("quantization_annotation") for n in adds}
+    activation_adds = [n for n in adds if all(isinstance(a, torch.fx.Node) and a.op == "call_function"
+                                              for a in n.args[:2])]
+    assert len(activation_adds) == 1 and ann[activation_adds[0]] is not None
+    assert all(ann[n] is None for n in adds if n not in activation_adds)  # the norm's + eps
+    (cat,) = [n for n in gm.graph.nodes if n.target is torch.ops.aten.cat.default]
+    cat_ann = cat.meta["quantization_annotation"]
+    shared = [s for s in cat_ann.input_qspec_map.values() if isinstance(s, SharedQuantizationSpec)]
+    assert len(shared) == 1 and isinstance(cat_ann.output_qspec, SharedQuantizationSpec)
+
+    q = ptq(_BranchesIntoConcat(), "tflite", _calib(), QuantConfig())  # in the fake-quant model too
+    (cat,) = [n for n in q.graph.graph.nodes if n.target is torch.ops.aten.cat.default]
+    scales = {float(d.args[1]) for d in cat.args[0]} | {float(next(iter(cat.users)).args[1])}
+    assert len(scales) == 1, scales
+
+
+def test_tflite_concat_matches_fake_quant_beyond_its_branch_calibration(tmp_path):
+    """Regression (EIMN-A LiteRT Set5 -0.012 dB vs its fake-quant model): the converter quantizes a concat's
+    branches at the concat's scale; the fake-quant model clamped each branch at its own calibrated range. A
+    branch that exceeds its range (edge filter: calibrated on flat images, run on a checkerboard) showed it
+    (6 output steps apart); with one shared scale the .tflite computes the fake-quant model's output."""
+    from edgesr.export import ModelRef, export, runtimes
+    from edgesr.export.spec import read_sidecar
+
+    model = _BranchesIntoConcat().eval()
+    q = ptq(model, "tflite", [torch.full((1, 3, 16, 16), v) for v in (0.2, 0.5, 0.8)], QuantConfig())
+    out = tmp_path / "m.tflite"
+    export(model, "tflite", "int8", (16, 16), out, ref=ModelRef("safmn", 2), quantized=q)
+    run = runtimes.load_runner(out, read_sidecar(out), 1)
+    ij = torch.arange(16)
+    x = ((ij[:, None] + ij[None, :]) % 2).float().expand(1, 3, 16, 16).contiguous()
+    with torch.no_grad():
+        ref = q(x).numpy()
+    assert np.abs(run(x.numpy()) - ref).max() < 1.5 / 255
 
 
 class _PlantedOutlier(torch.nn.Module):

@@ -62,7 +62,7 @@ def load_quantized(ckpt: dict[str, Any] | str | Path, name: str | None = None, s
     except (RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{source}: the quantized graph does not match this edgesr/torch version "
-                              f"({first})") from None
+                              f"({first}); re-run `edgesr quantize`") from None
     if qat:
         from torchao.quantization.pt2e import move_exported_model_to_eval
 

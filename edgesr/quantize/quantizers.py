@@ -2,7 +2,8 @@
 
 - ``executorch``: XNNPACK's quantizer: int8 per-channel symmetric weights, int8 per-tensor affine activations.
 - ``tflite``: litert-torch's PT2E quantizer (the same int8 scheme, annotated the way the TFLite converter
-  legalises it).
+  legalises it), with the source records its add/concat/max-pool annotators need restored
+  (``restore_source_fns``: edgesr's dynamic-shape capture does not write them).
 - ``coreml``: Core ML's W8A8 scheme (int8 per-channel symmetric weights, int8 activations). coremltools'
   own PT2E ``CoreMLQuantizer`` imports ``torch.ao.quantization.quantizer``, removed in torch 2.13, so edgesr
   annotates with XNNPACK's annotator (the same W8A8 pattern set: conv, add, mul, cat) and ``ct.convert``
@@ -86,6 +87,34 @@ def _litert_qat_quantizer(lq: Any) -> Any:
         STATIC_QAT_ONLY_OPS: list[str] = []
 
     return LiteRTQATQuantizer()
+
+
+def restore_source_fns(gm: GraphModule) -> list[Node]:
+    """Record which torch function made each activation add, concat and max pool, so litert-torch annotates them.
+
+    litert's annotators find these ops by ``source_fn_stack``, which only a strict (Dynamo) capture records;
+    edgesr captures non-strict (dynamic H, W), so without this every residual add, concat and max pool stayed
+    float in the LiteRT fake-quant model. The converter still makes a concat int8 with one scale for its
+    inputs and output (TFLite's same-scale rule), so the branches feeding it were rounded once at the concat's
+    scale in the ``.tflite`` but clamped and rounded at their own in PyTorch (EIMN-A: 10 % of a concat's
+    values off by up to 5 LSB after the first block). Adds with a constant operand (a norm's epsilon) are left
+    alone: they belong to the float norm."""
+    import operator
+
+    import torch.nn.functional as F
+
+    source = {torch.ops.aten.add.Tensor: operator.add, torch.ops.aten.cat.default: torch.cat,
+              torch.ops.aten.max_pool2d.default: F.max_pool2d}
+    restored = []
+    for node in gm.graph.nodes:
+        fn = source.get(node.target) if node.op == "call_function" else None
+        if fn is None or node.meta.get("source_fn_stack"):
+            continue
+        if fn is operator.add and not all(isinstance(a, Node) and a.op != "get_attr" for a in node.args[:2]):
+            continue
+        node.meta["source_fn_stack"] = [(node.name, fn)]
+        restored.append(node)
+    return restored
 
 
 def base_quantizer(target: str, cfg: QuantConfig, qat: bool) -> Any:
@@ -293,6 +322,8 @@ def make_quantizer(target: str, cfg: QuantConfig, qat: bool = False,
             return inner.transform_for_annotation(model)
 
         def annotate(self, model: GraphModule) -> GraphModule:
+            if target == "tflite":
+                restore_source_fns(model)
             model = inner.annotate(model)
             drop = keep(model) if keep is not None else float_nodes(model, cfg)
             strip_annotations(model, drop)
