@@ -141,6 +141,35 @@ def test_failed_or_interrupted_stage_leaves_nothing_that_looks_finished(tmp_path
     assert load_finished(tmp_path, "unit", "k" * 64) is None
 
 
+def test_signal_swallowed_inside_a_library_callback_still_drops_the_stage(tmp_path):
+    """Python ignores an exception raised in a weakref callback ('Exception ignored in ...'); a SIGTERM landing
+    there (seen in an ExecuTorch export) must still stop the run before the stage is published."""
+    import types
+    import weakref
+
+    from edgesr.run.pipeline import Display, RunInterrupted, Unit, _run_unit, _sigterm_as_interrupt
+
+    class Obj:
+        pass
+
+    def stage(d: Path) -> dict:
+        o = Obj()
+        ref = weakref.ref(o, lambda _: os.kill(os.getpid(), signal.SIGTERM))
+        del o
+        assert ref() is None
+        (d / "out.txt").write_text("finished despite the signal")
+        return {"file": "out.txt"}
+
+    before = signal.getsignal(signal.SIGTERM)
+    plan = types.SimpleNamespace(out=tmp_path)
+    unit = Unit("export x", "export x", "k" * 64, stage)
+    with _sigterm_as_interrupt(), pytest.raises(RunInterrupted, match="interrupted during 'export x'"):
+        _run_unit(plan, unit, 1, Display(sys.stdout, 1, enabled=False), verbose=True)
+    assert load_finished(tmp_path, "export x", "k" * 64) is None
+    assert list((tmp_path / "stages").iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before  # restored on the way out
+
+
 def test_one_run_per_output_folder(tmp_path, capsys):
     path = write(tmp_path / "r.yaml", FP32_RECIPE)
     out = tmp_path / "out"

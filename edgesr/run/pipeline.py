@@ -371,21 +371,32 @@ def captured(log: Path | None) -> Iterator[None]:
             os.close(s)
 
 
+_STOP = threading.Event()  # set by Ctrl-C / SIGTERM; checked when a stage returns
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (kill, a job scheduler) ends the run like Ctrl-C: the stage in flight is dropped cleanly."""
+    """SIGTERM (kill, a job scheduler) ends the run like Ctrl-C: the stage in flight is dropped cleanly.
+
+    The handler also sets ``_STOP``: Python drops an exception raised while a weakref or ``__del__``
+    callback runs ("Exception ignored in ..."), so a signal landing there would let the stage finish and
+    the run go on; ``_run_unit`` checks the flag before a stage is published."""
     def handler(signum: int, frame: Any) -> None:
+        _STOP.set()
         raise KeyboardInterrupt
 
+    _STOP.clear()
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)
+        _STOP.clear()
 
 
 # ------------------------------------------------------------------------------------- run
@@ -446,13 +457,22 @@ def _run_unit(plan: Plan, unit: Unit, i: int, display: Display, verbose: bool, c
     if cached is not None:
         display.done(i, unit, cached)
         return cached
+
+    def fn(d: Path) -> dict[str, Any]:
+        outputs = unit.fn(d)
+        if _STOP.is_set():  # the signal's KeyboardInterrupt was swallowed inside a library callback
+            raise KeyboardInterrupt
+        return outputs
+
     try:
         with display.stage(i, unit), captured(log):
+            if _STOP.is_set():
+                raise KeyboardInterrupt
             if cache:
-                result = run_cached(plan.out, unit.name, unit.key, unit.fn, info={"title": unit.title})
+                result = run_cached(plan.out, unit.name, unit.key, fn, info={"title": unit.title})
             else:
                 start = time.perf_counter()
-                outputs = unit.fn(plan.out)
+                outputs = fn(plan.out)
                 result = StageResult(unit.name, "", plan.out, outputs, seconds=time.perf_counter() - start)
     except KeyboardInterrupt:
         raise RunInterrupted(f"interrupted during '{unit.title}'; finished stages are kept in {plan.out / 'stages'}: "
