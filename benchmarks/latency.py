@@ -70,10 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         up = f"{row['speedup_vs_fp32']:.2f}x" if row["speedup_vs_fp32"] else "–"
         print(f"| {row['artifact']} | {row['model']} | {row['target']} | {row['precision']} | "
               f"{row['input_size'][0]}x{row['input_size'][1]} | {row['median_ms']:.0f} | {row['p90_ms']:.0f} | {up} |")
-    print(f"\n{args.threads} threads, {args.rounds} interleaved rounds, load average at end "
+    from runtimes import cpu_isa  # benchmarks/ is this script's folder
+
+    isa = cpu_isa()
+    print(f"\n{args.threads} threads, {args.rounds} interleaved rounds, {isa}, load average at end "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "rounds": args.rounds, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"threads": args.threads, "rounds": args.rounds, "host": isa, "rows": rows},
+                                        indent=2))
     return 0
 
 

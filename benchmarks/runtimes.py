@@ -43,7 +43,7 @@ SUFFIX = {"executorch": ".pte", "tflite": ".tflite", "coreml": ".mlpackage", "on
 
 
 def peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float | str | None]:
-    """Measured fp32 matmul rate (the practical FMA peak) and the AVX2-FMA theoretical peak."""
+    """Measured fp32 matmul rate (the practical FMA peak) and the SIMD-FMA theoretical peak."""
     import torch
 
     torch.set_num_threads(threads)
@@ -68,6 +68,20 @@ def peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, floa
     return {"measured_gflops": measured, "theoretical_gflops": theory, "cpu_mhz": mhz,
             "note": f"fp32 {n}x{n} matmul, best of {repeats}, {threads} threads; theory = GHz x threads x "
                     f"{fma_units} FMA units x {lanes} lanes x 2"}
+
+
+def cpu_isa() -> str:
+    """CPU model and its widest fp32 / int8 dot-product instructions: XNNPACK's int8 speed-up over fp32 depends
+    on them (without VNNI its int8 GEMM is no faster than fp32), so a ratio is only comparable on the same ISA."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        name = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name"))
+        flags = set(next(ln for ln in text.splitlines() if ln.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration, IndexError):
+        return "CPU unknown"
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE/NEON"
+    dot = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm") if f in flags]
+    return f"{name}, {simd}, int8 dot product: {'/'.join(dot) or 'none'}"
 
 
 def count_macs(name: str, size: tuple[int, int], scale: int = 4) -> float:
@@ -154,7 +168,7 @@ def render(results: dict) -> str:
     lines = [f"# Runtime table ({host['machine']}; {results['threads']} threads; load avg at start "
              f"{host['loadavg']})", "",
              f"Peak fp32 rate: measured matmul {peak['measured_gflops']:.1f} GFLOP/s"
-             + (f", AVX2-FMA theory {peak['theoretical_gflops']:.1f} GFLOP/s" if peak.get("theoretical_gflops")
+             + (f", SIMD-FMA theory {peak['theoretical_gflops']:.1f} GFLOP/s" if peak.get("theoretical_gflops")
                 else "") + f" ({results['threads']} threads). Bound = MACs ÷ (measured GFLOP/s ÷ 2).", "",
              "| model | target | prec | Set5 PSNR-Y | B100 PSNR-Y | runtime − PyTorch (dB) | parity max\\|Δ\\| | parity PSNR | delegated | "
              "latency med / p90 (ms) | bound (ms) | % of peak | peak RSS (MB) | size (MB) |",
@@ -232,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     res_path = out.with_suffix(".json")
     results = json.loads(res_path.read_text()) if res_path.exists() and not args.force else {"rows": []}
     results["threads"] = args.threads
-    results["host"] = {"machine": f"{platform.machine()} {os.cpu_count()} logical CPUs",
+    results["host"] = {"machine": f"{platform.machine()} {os.cpu_count()} logical CPUs, {cpu_isa()}",
                        "loadavg": " ".join(f"{v:.1f}" for v in os.getloadavg())}
     if "peak" not in results:
         results["peak"] = peak_gflops(args.threads)

@@ -122,3 +122,15 @@ def test_check_cli_bad_inputs(tmp_path, capsys):
     assert "data folder not found" in capsys.readouterr().err
     assert main(["check", str(artifact("scnet_t", "onnx")), "--overlap", "64"]) == 2
     assert "overlap" in capsys.readouterr().err
+
+
+def test_machine_names_the_int8_dot_product_instructions():
+    """int8 speed-ups depend on VNNI / Arm dot product: the host line every check report carries says which."""
+    from edgesr.export.check import _machine
+
+    epyc = "model name\t: AMD EPYC\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n" * 2
+    old = "model name\t: Intel Xeon\nflags\t\t: fpu avx2 fma\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n"
+    assert ", AMD EPYC, " in _machine(epyc) and _machine(epyc).endswith("int8 dot product: avx512_vnni")
+    assert _machine(old).endswith("int8 dot product: none") and "Intel Xeon" in _machine(old)
+    assert _machine(arm).endswith("int8 dot product: asimddp/i8mm")
