@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 import traceback
@@ -71,17 +70,10 @@ def peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, floa
 
 
 def cpu_isa() -> str:
-    """CPU model and its widest fp32 / int8 dot-product instructions: XNNPACK's int8 speed-up over fp32 depends
-    on them (without VNNI its int8 GEMM is no faster than fp32), so a ratio is only comparable on the same ISA."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        name = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name"))
-        flags = set(next(ln for ln in text.splitlines() if ln.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration, IndexError):
-        return "CPU unknown"
-    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE/NEON"
-    dot = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm") if f in flags]
-    return f"{name}, {simd}, int8 dot product: {'/'.join(dot) or 'none'}"
+    """The host line of ``edgesr check`` (CPU and its int8 dot-product instructions): int8 speed-ups depend on it."""
+    from edgesr.export.check import _machine
+
+    return _machine()
 
 
 def count_macs(name: str, size: tuple[int, int], scale: int = 4) -> float:
@@ -246,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     res_path = out.with_suffix(".json")
     results = json.loads(res_path.read_text()) if res_path.exists() and not args.force else {"rows": []}
     results["threads"] = args.threads
-    results["host"] = {"machine": f"{platform.machine()} {os.cpu_count()} logical CPUs, {cpu_isa()}",
+    results["host"] = {"machine": cpu_isa(),
                        "loadavg": " ".join(f"{v:.1f}" for v in os.getloadavg())}
     if "peak" not in results:
         results["peak"] = peak_gflops(args.threads)
