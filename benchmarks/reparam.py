@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from edgesr.export.rewrites import export_friendly
+from edgesr.reparam import export_friendly
 from edgesr.models import create, num_params
 from edgesr.models.scnet import Shift8
 from edgesr.reparam import DEFAULT_SHIFT, deploy

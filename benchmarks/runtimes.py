@@ -71,7 +71,7 @@ def peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, floa
 
 def cpu_isa() -> str:
     """The host line of ``edgesr check`` (CPU and its int8 dot-product instructions): int8 speed-ups depend on it."""
-    from edgesr.export.check import _machine
+    from edgesr.host import machine as _machine
 
     return _machine()
 
@@ -80,7 +80,7 @@ def count_macs(name: str, size: tuple[int, int], scale: int = 4) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from edgesr.export.rewrites import export_friendly
+    from edgesr.reparam import export_friendly
     from edgesr.models import create
 
     model = export_friendly(create(name, scale))

@@ -13,38 +13,11 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .cliargs import add_model_args, check_output_path, model_spec, nonneg_int, positive_int, usage_error, write_json
+from .errors import one_line
+
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
-def _add_model_args(p: argparse.ArgumentParser, weights_help: str | None = None) -> None:
-    """--model/--scale/--weights/--param-key, the same on every verb that builds a model."""
-    p.add_argument("--model", required=True, help="registered model name (see `edgesr models`)")
-    p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4), help="upscaling factor")
-    p.add_argument("--weights", default=None,
-                   help=weights_help or "weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'")
-    p.add_argument("--param-key", default=None,
-                   help="entry of a BasicSR file to load (default: params_ema if present, else params)")
 
 
 # --------------------------------------------------------------------------------------- eval
@@ -54,30 +27,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data.folders import open_benchmark
     from .data.samples import sample_benchmark
     from .evaluate import evaluate
-    from .models import create
+    from .models import describe
+    from .quantize.checkpoint import load_model
 
-    _check_output_path(args.json)
+    check_output_path(args.json)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = create(args.model, args.scale, weights=args.weights, param_key=args.param_key).to(args.device)
-    benchmarks = ([open_benchmark(d, args.scale, args.modcrop) for d in args.data] if args.data
-                  else [sample_benchmark(args.scale)])
+    spec = model_spec(args)
+    model = load_model(spec).to(args.device)
+    args.scale = spec.scale
+    benchmarks = ([open_benchmark(d, args.scale, args.modcrop, convention=args.lr_convention) for d in args.data]
+                  if args.data else [sample_benchmark(args.scale, convention=args.lr_convention)])
     names = [b.name for b in benchmarks]
     if len(set(names)) != len(names):
-        raise _usage(f"two data folders share a name ({', '.join(names)}); results are keyed by folder name")
+        raise usage_error(f"two data folders share a name ({', '.join(names)}); results are keyed by folder name")
     results = [evaluate(model, b, args.scale, tile=args.tile, overlap=args.overlap, device=args.device,
                         progress=not args.quiet) for b in benchmarks]
     weights = args.weights or "random init"
     if getattr(model, "quantized", False):  # say which numbers are int8: fp32 and int8 come from the same verb
         weights += f" [int8 fake-quant, {model.target} {model.mode}]"
-    print(f"{args.model} x{args.scale}  weights: {weights}  (Y channel, border {args.scale}, "
+    print(f"{describe(spec)}  weights: {weights}  (Y channel, border {args.scale}, "
           f"LR: {args.lr_convention} bicubic"
           + (f", tiles {args.tile}/{args.overlap}" if args.tile else "") + ")")
     print(f"{'dataset':<20} {'PSNR-Y':>8} {'SSIM-Y':>8} {'images':>7} {'seconds':>8}")
     for r in results:
         print(f"{r.name:<20} {r.psnr_y:8.3f} {r.ssim_y:8.4f} {r.images:7d} {r.seconds:8.1f}")
     if args.json:
-        _write_json(args.json, {r.name: r.to_json() for r in results})
+        write_json(args.json, {r.name: r.to_json() for r in results})
     return 0
 
 
@@ -96,43 +72,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------- models
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import SCALES, create, names, num_params
-    from .models._registry import factory
+    import torch
+
+    from .models import SCALES, factory, names, num_params
     from .zoo import available
 
     zoo = set(available())
-    print(f"{'name':<14}" + "".join(f"{'x' + str(s):>12}" for s in SCALES) + "  zoo")
+    print(f"{'name':<14}" + "".join(f"{'x' + str(s):>12}" for s in SCALES) + "  zoo weights")
     for name in names():
         scales = getattr(factory(name), "scales", SCALES)
-        cells = [f"{num_params(create(name, s)):>12,}" if s in scales else f"{'-':>12}" for s in SCALES]
-        print(f"{name:<14}" + "".join(cells) + "  " + " ".join(f"x{s}" for n, s in sorted(zoo) if n == name))
+        cells = []
+        for s in SCALES:
+            if s not in scales:
+                cells.append(f"{'-':>12}")
+                continue
+            with torch.device("meta"):  # counts only: no weights allocated or initialised
+                cells.append(f"{num_params(factory(name)(scale=s)):>12,}")
+        print(f"{name:<14}" + "".join(cells) + "  " + (" ".join(f"x{s}" for n, s in sorted(zoo) if n == name) or "-"))
     return 0
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _usage(message: str) -> Exception:
-    from .errors import UsageError
-
-    return UsageError(message)
-
-
-def _check_output_path(path: str | None) -> None:
-    """Fail before the work, not after it, when an output cannot be written."""
-    if not path:
-        return
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise _usage(f"output folder does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise _usage(f"output folder is not writable: {parent}")
-
-
-def _write_json(path: str | Path, obj: object) -> None:
-    from .io_utils import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=True, default=str) + "\n")
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (the promise for every bad input), exit 2."""
 
@@ -152,23 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a model exactly as SR papers do: MATLAB-bicubic LR, uint8 output, "
                                    "Y channel, border crop = scale. Without --data, runs on sample photos "
                                    "shipped with scikit-image.")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--data", nargs="+", metavar="DIR",
                    help="benchmark folders: HR images, or HR/ + LR/ (BasicSR layout); name = folder name")
     p.add_argument("--lr-convention", choices=("matlab", "basicsr"), default="matlab",
                    help="how LR is made from HR folders: 'matlab' = HR mod-cropped to the scale, MATLAB "
                         "imresize of the uint8 image (SelfExSR/EDSR LR; default); 'basicsr' = HR mod-cropped "
                         "to 12, imresize of the double image (BasicSR's benchmark pack, as EIMN/SAFMN report)")
-    p.add_argument("--modcrop", type=_positive_int, default=None, metavar="M",
+    p.add_argument("--modcrop", type=positive_int, default=None, metavar="M",
                    help="override the convention's HR mod-crop multiple")
     p.add_argument("--json", metavar="OUT", help="write {dataset: {psnr_y, ssim_y, images, ...}} here")
-    p.add_argument("--tile", type=_positive_int, default=None,
+    p.add_argument("--tile", type=positive_int, default=None,
                    help="LR tile size for images too large for memory (changes results of models "
-                        "with whole-image operations; see README)")
-    p.add_argument("--overlap", type=_nonneg_int, default=24,
+                        "with whole-image operations; see docs/evaluation.md#tiling)")
+    p.add_argument("--overlap", type=nonneg_int, default=24,
                    help="LR pixels of context around each tile (default 24; exact for SCNet from 20)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
@@ -180,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (checkpoints, train_log.jsonl, model.pt)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a recipe key, e.g. --set optim.lr=2e-4 (repeatable)")
-    p.add_argument("--iterations", type=_positive_int, default=None, help="shortcut for --set iterations=N")
+    p.add_argument("--iterations", type=positive_int, default=None, help="shortcut for --set iterations=N")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -236,19 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         code = getattr(exc, "exit_code", EXIT_USAGE)
-        print(f"edgesr: {'error: ' if code == EXIT_USAGE else ''}{_one_line(exc)}", file=sys.stderr)
+        print(f"edgesr: {'error: ' if code == EXIT_USAGE else ''}{one_line(exc)}", file=sys.stderr)
         return code
     except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback for the user
         if debug:
             raise
-        print(f"edgesr: internal error: {type(exc).__name__}: {_one_line(exc)} "
+        print(f"edgesr: internal error: {type(exc).__name__}: {one_line(exc)} "
               "(set EDGESR_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 if __name__ == "__main__":

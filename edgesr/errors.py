@@ -15,3 +15,9 @@ class CheckpointError(EdgesrError, ValueError):
 
 class UsageError(EdgesrError, ValueError):
     """A name or option that edgesr does not know (unknown model, unsupported scale ...)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (what the CLI prints), its type name when it has none."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

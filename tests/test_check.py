@@ -126,7 +126,7 @@ def test_check_cli_bad_inputs(tmp_path, capsys):
 
 def test_machine_names_the_int8_dot_product_instructions():
     """int8 speed-ups depend on VNNI / Arm dot product: the host line every check report carries says which."""
-    from edgesr.export.check import _machine
+    from edgesr.host import machine as _machine
 
     epyc = "model name\t: AMD EPYC\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n" * 2
     old = "model name\t: Intel Xeon\nflags\t\t: fpu avx2 fma\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from edgesr.quantize import load as quantize_load
 from PIL import Image
 
 from edgesr.cli import main as cli
@@ -50,7 +52,7 @@ def test_ptq_quantizes_evaluates_any_size_and_reloads_identically(target, tmp_pa
     assert 0 < float(err.max()) and float(err.mean()) < 0.03   # quantized, and close
     assert q(torch.rand(1, 3, 13, 21)).shape == (1, 3, 26, 42)  # not a multiple of 8: padded, cropped back
     path = save_quantized(q, tmp_path / "q.pt")
-    again = create("safmn", 2, weights=path)
+    again = quantize_load(path)
     assert getattr(again, "quantized", False) and again.target == target
     with torch.no_grad():
         assert torch.equal(again(x), y)
@@ -122,7 +124,7 @@ def test_qat_trains_from_calibrated_ranges_and_reloads(image_dir, tmp_path):
     assert not torch.equal(q(x), p(x))  # weights moved
     path = save_quantized(q, tmp_path / "qat.pt")
     with torch.no_grad():
-        assert torch.equal(create("safmn", 2, weights=path)(x), q(x))
+        assert torch.equal(quantize_load(path)(x), q(x))
     with pytest.raises(UsageError, match="multiple"):
         qat(model, "executorch", [image_dir], QuantConfig(patch_size=20))
 
@@ -402,7 +404,7 @@ def test_outlier_guard_is_stored_and_reloads_identically(tmp_path):
     q = ptq(model, "executorch", _calib(), QuantConfig(outlier_ratio=2))
     assert q.config["keep_nodes"]  # a low ratio flags something in any real network
     path = save_quantized(q, tmp_path / "q.pt")
-    again = create("safmn", 2, weights=path)
+    again = quantize_load(path)
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(again(x), q(x))

@@ -9,6 +9,9 @@ import copy
 import numpy as np
 import pytest
 import torch
+
+from edgesr.models import ModelSpec
+from edgesr.reparam import load as reparam_load
 import yaml
 from PIL import Image
 from torch import nn
@@ -47,12 +50,12 @@ def randomize(model: nn.Module, seed: int = 0, sigma: float = 0.01) -> nn.Module
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.copy_(rn(m.running_mean) * 0.1)
             m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-        if isinstance(m, (nn.BatchNorm2d, *NORMS)):
-            m.weight.copy_(1 + 0.2 * rn(m.weight))
-            m.bias.copy_(0.1 * rn(m.bias))
-        elif isinstance(m, lamnet.LayerNormUnchanged):
+        if isinstance(m, lamnet.LayerNormUnchanged):  # a ChannelNorm with (1, C, 1, 1) alpha/beta
             m.alpha.copy_(1 + 0.2 * rn(m.alpha))
             m.beta.copy_(0.1 * rn(m.beta))
+        elif isinstance(m, (nn.BatchNorm2d, *NORMS)) and m.weight is not None:
+            m.weight.copy_(1 + 0.2 * rn(m.weight))
+            m.bias.copy_(0.1 * rn(m.bias))
     return model
 
 
@@ -252,7 +255,7 @@ def test_expanded_checkpoint_roundtrip(tmp_path, models):
     expanded = randomize(expand(copy.deepcopy(models["safmn"]), "sesr", expansion=96))
     path = save_checkpoint(tmp_path / "e.pt", expanded, model_name="safmn", scale=4,
                            extra={"reparam": record_of(expanded)})
-    loaded = create("safmn", 4, weights=path)
+    loaded = reparam_load(ModelSpec("safmn", 4, weights=str(path)))
     assert record_of(loaded) == {"expand": "sesr", "expansion": 96}
     x = image()
     assert max_diff(loaded, expanded, x) == 0.0
@@ -268,7 +271,7 @@ def test_deployed_checkpoint_reloads(tmp_path, models, name):
     deployed = deploy(randomize(copy.deepcopy(models[name])))
     path = save_checkpoint(tmp_path / "d.pt", deployed, model_name=name, scale=4,
                            extra={"reparam": record_of(deployed)})
-    loaded = create(name, 4, weights=path)
+    loaded = reparam_load(ModelSpec(name, 4, weights=str(path)))
     assert record_of(loaded)["deploy"] is True
     assert max_diff(loaded, deployed, image()) == 0.0
 
@@ -288,7 +291,7 @@ def test_training_with_expand_records_it(tmp_path, images):
               "iterations": 2, "ema": 0.9, "log_every": 1}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     final = train(load_train_recipe(tmp_path / "r.yaml"), tmp_path / "run", progress=False)
-    model = create("scnet_t", 2, weights=final)               # rebuilt from the recipe in the checkpoint
+    model = reparam_load(ModelSpec("scnet_t", 2, weights=str(final)))               # rebuilt from the recipe in the checkpoint
     assert record_of(model) == {"expand": "sesr", "expansion": 80}
     assert model.body[0].conv1.expand.out_channels == 80
     assert max_diff(collapse(copy.deepcopy(model)), model, image(8, 8)) <= TOL
@@ -309,7 +312,7 @@ def test_cli_expand_then_deploy(tmp_path, capsys):
     assert main(["reparam", "--model", "eimn_a", "--scale", "2", "--weights", str(exp), "--out", str(dep)]) == 0
     out = capsys.readouterr().out
     assert "expanded (ecb)" in out and "deployed" in out
-    expanded, deployed = create("eimn_a", 2, weights=exp), create("eimn_a", 2, weights=dep)
+    expanded, deployed = reparam_load(ModelSpec("eimn_a", 2, weights=str(exp))), reparam_load(ModelSpec("eimn_a", 2, weights=str(dep)))
     assert isinstance(expanded.head[0], ECBConv) and record_of(deployed)["deploy"] is True
     assert max_diff(deployed, expanded, image(8, 8)) <= TOL
 

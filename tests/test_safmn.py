@@ -187,5 +187,5 @@ def test_torch_export_uses_delegatable_ops():
     ep = torch.export.export(model, (x,))
     ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
     assert not [op for op in ops if "adaptive" in op or "upsample" in op or "interpolate" in op], ops
-    with torch.no_grad():
-        assert torch.equal(ep.module()(x), model(x))
+    with torch.no_grad():  # exported, LayerNorms take their delegate form (1x1-conv means): equal up to rounding
+        assert torch.allclose(ep.module()(x), model(x), atol=1e-5)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import EdgesrError
+from ..errors import EdgesrError, one_line
+from ..io_utils import atomic_write_bytes
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 """Lower-case suffixes that edgesr treats as images when it lists a folder."""
@@ -28,9 +29,6 @@ _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", 
 _RAW16 = re.compile(r"^(RGB|RGBA|RGBX|LA);16([BLN])$")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def _tile_rawmode(tile) -> str | None:
@@ -145,7 +143,7 @@ def load_image(path: str | Path) -> np.ndarray:
     except UnidentifiedImageError as exc:
         raise EdgesrError(f"cannot read image {path}: not a recognised image format") from exc
     except Exception as exc:  # OSError (truncated), SyntaxError, struct.error ...: Pillow plugins vary
-        raise EdgesrError(f"cannot read image {path}: {_one_line(exc)}") from exc
+        raise EdgesrError(f"cannot read image {path}: {one_line(exc)}") from exc
 
 
 def save_image(path: str | Path, arr: np.ndarray) -> Path:
@@ -165,18 +163,9 @@ def save_image(path: str | Path, arr: np.ndarray) -> Path:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     options = {"quality": 95} if fmt == "JPEG" else {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            buf = io.BytesIO()
-            Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt, **options)
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt, **options)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:

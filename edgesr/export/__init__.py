@@ -18,7 +18,6 @@ from typing import Any
 _LAZY = {
     "export": "exporters", "export_by_name": "exporters", "ModelRef": "exporters", "lower_executorch": "exporters",
     "delegation_report": "exporters", "bundled_program": "exporters", "check_input_size": "exporters",
-    "export_friendly": "rewrites", "applicable_rewrites": "rewrites",
     "check_artifact": "check", "format_report": "check", "run_tiled": "check", "plan_axis": "check",
     "load_runner": "runtimes", "measure_latency": "runtimes", "coreml_mil_summary": "runtimes",
     "device_script": "device", "device_report": "device", "parse_benchmark_model": "device",

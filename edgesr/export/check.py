@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..evaluate import tile_starts
+from ..host import machine as _machine
 from .spec import ArtifactInfo, ExportError, artifact_size, read_sidecar, resolve_beside, sha256_of
 
 SCHEMA = "edgesr-check/1"
@@ -73,9 +74,11 @@ def count_windows(h: int, w: int, tile: tuple[int, int], overlap: int) -> int:
 
 
 # -------------------------------------------------------------------------------- reference
-def reference_model(artifact: Path, info: ArtifactInfo) -> Any:
-    """The fp32 PyTorch model the artifact was exported from (weights verified by hash)."""
-    from ..models import create
+def reference_model(artifact: Path, info: ArtifactInfo, spec: Any = None) -> Any:
+    """The PyTorch model the artifact was exported from (weights verified by hash), rebuilt from the spec its
+    sidecar records (``spec`` overrides where the network's code is, e.g. after moving the file)."""
+    from ..models import ModelSpec
+    from ..quantize.checkpoint import load_model
 
     weights = resolve_beside(artifact, info.weights)
     if weights is not None:
@@ -83,7 +86,23 @@ def reference_model(artifact: Path, info: ArtifactInfo) -> Any:
             raise ExportError(f"weights recorded in {artifact.name}.json not found: {weights}")
         if info.weights_sha256 and sha256_of(weights) != info.weights_sha256:
             raise ExportError(f"weights file {weights} changed since export (sha256 differs); re-export")
-    return create(info.model, info.scale, weights=weights, param_key=info.param_key)
+    recorded = ModelSpec.from_json(info.spec) if info.spec else ModelSpec(info.model, info.scale,
+                                                                          param_key=info.param_key)
+    if spec is not None:
+        recorded = recorded.replace(model=spec.model, kwargs=spec.kwargs or recorded.kwargs)
+    recorded = recorded.replace(weights=None if weights is None else str(weights), structure=None)
+    return load_model(recorded)
+
+
+def scaled_runner(run: Any, input_range: float) -> Any:
+    """An artifact that takes [0, input_range] seen as one taking [0, 1] (what every comparison uses)."""
+    if input_range == 1:
+        return run
+
+    def scaled(x: np.ndarray) -> np.ndarray:
+        return run(x * np.float32(input_range)) / np.float32(input_range)
+
+    return scaled
 
 
 def _torch_runner(model: Any) -> Any:
@@ -99,9 +118,13 @@ def _torch_runner(model: Any) -> Any:
 # ------------------------------------------------------------------------------------ check
 def check_artifact(path: str | Path, data: Sequence[str | Path] | None = None, *, threads: int | None = None,
                    runs: int = 20, overlap: int | None = None, memory: bool = True, op_profile: bool = True,
-                   compare_images: int | None = None, progress: bool = False) -> dict[str, Any]:
+                   compare_images: int | None = None, progress: bool = False, reference: Any = None,
+                   spec: Any = None) -> dict[str, Any]:
     """Run ``path`` in its runtime over benchmark folders (default: scikit-image samples) and report
     quality, parity with PyTorch, the tiling effect, latency, memory, op profile and file size.
+
+    ``reference`` is the PyTorch model to compare against (default: rebuilt from the sidecar's spec, or from
+    ``spec`` when given).
 
     ``compare_images`` limits the PyTorch comparisons (parity, tiling) to the first N images of each folder
     (they cost two extra PyTorch passes per image); quality always covers every image.
@@ -127,7 +150,7 @@ def check_artifact(path: str | Path, data: Sequence[str | Path] | None = None, *
     if info.target != "executorch":
         report["graph"] = runtimes.graph_summary(path, info)
     try:
-        run = runtimes.load_runner(path, info, threads)
+        run = scaled_runner(runtimes.load_runner(path, info, threads), float(info.input_range or 1))
     except runtimes.CoreMLNotRunnable as exc:
         report["status"] = "converted, not run"
         report["notes"].append(f"{exc}. No Core ML accuracy or latency is reported; the MIL summary above is "
@@ -136,7 +159,8 @@ def check_artifact(path: str | Path, data: Sequence[str | Path] | None = None, *
 
     if threads:
         torch.set_num_threads(threads)
-    model = reference_model(path, info)
+    model = reference if reference is not None else reference_model(path, info, spec)
+    model.eval()
     ref = _torch_runner(model)
     if info.precision == "int8":
         report["notes"].append("int8: parity is against the fake-quant PyTorch model of the int8 checkpoint (same quantization), so it measures the runtime, not the quantization error")
@@ -243,7 +267,7 @@ def fp64_reference(run: Any, model: Any, window: np.ndarray) -> dict[str, Any]:
 
     Tells fp32 rounding from a less accurate kernel: a runtime no further from float64 than PyTorch fp32 has a
     rounding-only parity gap; one much further has a kernel to look at (EIMN-A's .pte with XNNPACK's one-pass
-    H·W mean: 4.4e-5 from float64 against PyTorch fp32's 3.4e-6; see ``rewrites.spatial_mean``)."""
+    H·W mean: 4.4e-5 from float64 against PyTorch fp32's 3.4e-6; see ``edgesr.models.layers.spatial_mean``)."""
     import copy
 
     import torch
@@ -289,28 +313,6 @@ def _artifact_block(path: Path, info: ArtifactInfo) -> dict[str, Any]:
         if p is not None and p.exists():
             block[f"{role}_size_bytes"] = artifact_size(p)
     return block
-
-
-def _machine(cpuinfo: str | None = None) -> str:
-    """Host description with its int8 dot-product instructions: int8-vs-fp32 speed-ups depend on them (XNNPACK's
-    int8 GEMM is no faster than fp32 on AVX2 without VNNI, ~1.5x with AVX-512 VNNI), so a ratio travels with it."""
-    import os
-
-    cpu, flags = "", set()
-    try:
-        if cpuinfo is None:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        for line in cpuinfo.splitlines():
-            if line.startswith("model name") and not cpu:
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith(("flags", "Features")) and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    cpu = cpu or platform.processor() or platform.machine()
-    dot = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm") if f in flags]
-    isa = f", int8 dot product: {'/'.join(dot) or 'none'}" if flags else ""
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs{isa}"
 
 
 def format_report(r: dict[str, Any]) -> str:

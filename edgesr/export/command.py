@@ -7,14 +7,14 @@ and are loaded inside the handlers that need them.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
 
-from ..cli import _add_model_args, _check_output_path, _nonneg_int, _positive_int, _write_json
+from ..cliargs import add_model_args, check_output_path, model_spec, nonneg_int, positive_int, spec_flags, write_json
 
-TARGETS = ("executorch", "tflite", "coreml", "onnx")
-PRECISIONS = ("fp32", "fp16", "int8")
+from ..targets import NAMES as TARGETS, PRECISIONS
 
 
 def _target(text: str) -> str:
@@ -30,14 +30,13 @@ def _error(message: str) -> Exception:
     return ExportError(message)
 
 
-def _command_line(args: argparse.Namespace) -> str:
+def _command_line(args: argparse.Namespace, spec: object) -> str:
     """The export command as a user would retype it (rebuilt from the parsed options, not sys.argv)."""
-    parts = ["edgesr", "export", "--model", args.model, "--scale", str(args.scale)]
-    for flag in ("weights", "param_key", "quantized"):
-        if getattr(args, flag):
-            parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    parts = ["edgesr", "export", *spec_flags(spec)]
+    if args.quantized:
+        parts += ["--quantized", str(args.quantized)]
     parts += ["--target", args.target, "--precision", args.precision, "--input-size", args.input_size,
-              "--layout", args.layout, "--out", args.out]
+              *(["--layout", args.layout] if args.layout else []), "--out", args.out]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -56,9 +55,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise _error(f"target {cfg.target} supports {', '.join(cfg.precisions)}, not {args.precision}")
     from .exporters import export_by_name
 
-    info = export_by_name(args.model, args.scale, args.target, args.precision, size, args.out,
-                          weights=args.weights, param_key=args.param_key, layout=args.layout,
-                          command=_command_line(args), quantized=args.quantized)
+    spec = model_spec(args)
+    args.model, args.scale = spec.model, spec.scale
+    info = export_by_name(spec.model, spec.scale, args.target, args.precision, size, args.out, layout=args.layout,
+                          command=_command_line(args, spec), quantized=args.quantized, spec=spec)
     print(f"wrote {args.out} ({cfg.target} {info.precision}, {info.model} x{info.scale}, input "
           f"{size[0]}x{size[1]}, {info.layout})")
     if info.rewrites:
@@ -78,12 +78,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import check_artifact, format_report
 
-    _check_output_path(args.json)
+    check_output_path(args.json)
+    spec = None
+    if args.model:  # the network's code moved since export: say where it is now
+        from ..models import ModelSpec
+
+        spec = ModelSpec(args.model, kwargs=dict(args.model_kwargs or {}))
     report = check_artifact(args.artifact, args.data, threads=args.threads, runs=args.runs, overlap=args.overlap,
-                            memory=not args.no_memory, op_profile=not args.no_op_profile, progress=not args.quiet)
+                            memory=not args.no_memory, op_profile=not args.no_op_profile, progress=not args.quiet,
+                            spec=spec)
     print(format_report(report))
     if args.json:
-        _write_json(args.json, report)
+        write_json(args.json, report)
     return 0
 
 
@@ -98,7 +104,7 @@ def cmd_device_script(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     text = device_script(args.artifact, profile, out_dir=args.device_out)
     if args.out:
-        _check_output_path(args.out)
+        check_output_path(args.out)
         path = atomic_write_text(args.out, text)
         os.chmod(path, 0o755)
         print(f"wrote {args.out}: run it from {Path(args.artifact).resolve().parent} with a phone on adb")
@@ -111,11 +117,11 @@ def cmd_device_report(args: argparse.Namespace) -> int:
     from .check import format_report
     from .device import device_report
 
-    _check_output_path(args.json)
+    check_output_path(args.json)
     report = device_report(args.outputs, args.artifact)
     print(format_report(report))
     if args.json:
-        _write_json(args.json, report)
+        write_json(args.json, report)
     return 0
 
 
@@ -128,7 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "reads. ExecuTorch also writes FILE.delegation.json (ops XNNPACK did not take) and a "
                     "BundledProgram (.bpte) with a reference input and the PyTorch output for on-phone checks. "
                     "Export-friendly rewrites (exact to float rounding) are applied first.")
-    _add_model_args(p, "weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'; without it, a "
+    add_model_args(p, "weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'; without it, a "
                        "seeded random init whose weights are saved beside the artifact")
     p.add_argument("--quantized", default=None, metavar="CKPT",
                    help="int8: the quantized checkpoint from `edgesr quantize` for the same target")
@@ -138,8 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fp32 (all targets), fp16 (executorch, coreml), int8 (needs --quantized)")
     p.add_argument("--input-size", required=True, metavar="HxW",
                    help="fixed LR input size, e.g. 180x320 (SAFMN: multiples of 8)")
-    p.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw",
-                   help="tensor layout of the artifact's input/output (nhwc: tflite only)")
+    p.add_argument("--layout", choices=("nchw", "nhwc"), default=None,
+                   help="tensor layout of the artifact's input/output (default: the target's; nhwc: tflite only)")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="artifact path: .pte / .tflite / .mlpackage / .onnx")
     p.set_defaults(func=cmd_export)
@@ -157,13 +163,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", metavar="DIR",
                    help="benchmark folders (as `edgesr eval`); default: scikit-image sample photos")
     p.add_argument("--json", metavar="OUT", help="write the full report here")
-    p.add_argument("--threads", type=_positive_int, default=None, help="runtime (and torch) CPU threads")
-    p.add_argument("--runs", type=_positive_int, default=20, help="timed runs for latency (default 20)")
-    p.add_argument("--overlap", type=_nonneg_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None, help="runtime (and torch) CPU threads")
+    p.add_argument("--runs", type=positive_int, default=20, help="timed runs for latency (default 20)")
+    p.add_argument("--overlap", type=nonneg_int, default=None,
                    help="LR pixels shared by neighbouring windows (default min(32, size/2))")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe (a fresh process)")
     p.add_argument("--no-op-profile", action="store_true", help="skip per-op profiling")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
+    p.add_argument("--model", default=None,
+                   help="where the network's code is now (path/to/file.py:NAME), if it moved since export; "
+                        "default: the spec recorded in the sidecar")
+    p.add_argument("--model-kwargs", type=json.loads, default=None, metavar="JSON",
+                   help="with --model: keyword arguments for the class or factory")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from .check import SCHEMA
+from ..targets import PHONE
 from .spec import AndroidProfile, ArtifactInfo, ExportError, artifact_size, read_sidecar, resolve_beside
 
-SUPPORTED = ("executorch", "tflite")
+SUPPORTED = PHONE
 
 
 # ------------------------------------------------------------------------------- the script

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
 import shutil
 import tempfile
@@ -23,9 +22,13 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .. import __version__
-from ..io_utils import atomic_write_bytes, atomic_write_text
-from .rewrites import applicable_rewrites, export_friendly, fp16_safe_norms
+from ..errors import EdgesrError
+from ..io_utils import atomic_path, atomic_write_bytes, atomic_write_text
+from ..models import (ModelSpec, build, describe, min_size, names as names_of_registry, resolve_weights,
+                      save_checkpoint, scale_of, size_multiple, spec_of, unwrap)
+from ..reparam.forms import applicable_rewrites, export_friendly, fp16_safe_norms
+from ..reparam.hazards import explain_export_failure, tracking_modules
+from ..versions import versions
 from .spec import (INPUT_NAME, OUTPUT_NAME, ArtifactInfo, ExportError, TargetConfig, readable, sha256_of,
                    target_config, write_sidecar)
 
@@ -34,42 +37,38 @@ SEED = 0
 
 @dataclass
 class ModelRef:
-    """How to rebuild the PyTorch model an artifact came from (recorded in the sidecar)."""
+    """How to rebuild the PyTorch model an artifact came from (older API: a registry name; prefer passing the
+    model alone, whose spec travels with it)."""
 
     name: str
     scale: int
     weights: str | None = None       # a weights file, "zoo", or None (then export saves the weights it used)
     param_key: str | None = None
 
-    def build(self) -> nn.Module:
-        from ..models import create
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.name, self.scale, weights=self.weights, param_key=self.param_key)
 
-        return create(self.name, self.scale, weights=self.weights, param_key=self.param_key)
+    def build(self) -> nn.Module:
+        return build(self.spec())
 
 
 # --------------------------------------------------------------------------------- checks
 def required_multiple(model: nn.Module) -> int:
-    """Input sides must be multiples of this for an exact, delegated export (SAFMN's pooling pyramid)."""
-    from ..models.safmn import SAFM
-
-    mult = 1
-    for m in model.modules():
-        if isinstance(m, SAFM):
-            for f in m.factors:
-                mult = math.lcm(mult, int(f))
-    return mult
+    """Input sides must be multiples of this for an exact, delegated export (the model's ``size_multiple``)."""
+    return size_multiple(model)
 
 
-def check_input_size(model: nn.Module, input_size: tuple[int, int], name: str = "model") -> None:
+def check_input_size(model: nn.Module, input_size: tuple[int, int], name: str | None = None) -> None:
     h, w = input_size
-    min_size = int(getattr(model, "min_size", 1))
-    if h < min_size or w < min_size:
-        raise ExportError(f"{name} needs inputs of at least {min_size}x{min_size}, got --input-size {h}x{w}")
+    name = name or describe(spec_of(model))
+    least = min_size(model)
+    if h < least or w < least:
+        raise ExportError(f"{name} needs inputs of at least {least}x{least}, got --input-size {h}x{w}")
     mult = required_multiple(model)
     if h % mult or w % mult:
         up = (-(-h // mult) * mult, -(-w // mult) * mult)
-        raise ExportError(f"{name} exports need H and W multiples of {mult} (exact max-pool pyramid, fully "
-                          f"delegated), got {h}x{w}; use {up[0]}x{up[1]} and let check pad/crop")
+        raise ExportError(f"{name} exports need H and W multiples of {mult} (its size_multiple: exact and "
+                          f"fully delegated), got {h}x{w}; use {up[0]}x{up[1]} and let check pad/crop")
 
 
 def check_request(cfg: TargetConfig, precision: str, out: str | Path, layout: str) -> None:
@@ -94,16 +93,25 @@ def example_input(input_size: tuple[int, int], seed: int = SEED) -> torch.Tensor
 
 # --------------------------------------------------------------------------------- export
 def export(model: nn.Module, target: str | Path, precision: str, input_size: tuple[int, int], out: str | Path,
-           *, ref: ModelRef, quantized: nn.Module | None = None, layout: str = "nchw", rewrite: bool = True,
-           command: str | None = None) -> ArtifactInfo:
+           *, quantized: nn.Module | None = None, ref: ModelRef | None = None, layout: str | None = None,
+           rewrite: bool = True, command: str | None = None) -> ArtifactInfo:
     """Write ``out`` (+ ``out.json`` sidecar) for ``target`` at a fixed ``input_size`` (H, W), batch 1.
 
-    ``model`` is the fp32 eval model (the reference ``check`` compares against). For ``precision="int8"``
-    pass ``quantized``: the PT2E-converted graph module for this target (from ``edgesr.quantize``).
+    ``model`` is the fp32 eval model (the reference ``check`` compares against), any ``nn.Module`` taking
+    [0, 1] RGB; its spec (``edgesr.models.spec_of``) goes into the sidecar. For ``precision="int8"`` pass
+    ``quantized`` (the fake-quant model from ``edgesr.quantize`` for this target), or the quantized model as
+    ``model``. A network written for 0-255 keeps that convention in fp32/fp16 artifacts (recorded in the
+    sidecar); int8 artifacts take [0, 1] (the scaling is inside the quantized graph).
     """
+    if getattr(model, "quantized", False) and quantized is None:
+        quantized = model
+    if quantized is not None and model is quantized:
+        model = quantized
+    spec = ref.spec() if ref is not None else spec_of(model)
     cfg = target_config(target)
+    layout = layout or cfg.layout
     check_request(cfg, precision, out, layout)
-    check_input_size(model, input_size, ref.name)
+    check_input_size(model, input_size, describe(spec))
     if precision == "int8" and quantized is None:
         raise ExportError("int8 export needs the quantized model from edgesr.quantize (quantized=...)")
     if quantized is not None and precision != "int8":
@@ -114,60 +122,77 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
     out = Path(out)
     model = model.eval()
     x = example_input(input_size)
+    net, input_range = unwrap(model) if quantized is None else (model, 1.0)
+    x_net = x * input_range
 
-    names = applicable_rewrites(model) if rewrite else []
-    friendly = export_friendly(model, names) if names else model
+    names = applicable_rewrites(net) if rewrite else []
+    friendly = export_friendly(net, names) if rewrite else net
     if precision == "fp16" and quantized is None:
-        friendly = copy.deepcopy(friendly) if friendly is model else friendly
-        if fp16_safe_norms(friendly, x):
+        friendly = copy.deepcopy(friendly) if friendly is net else friendly
+        if fp16_safe_norms(friendly, x_net):
             names = [*names, "fp16_safe_norms"]
     if quantized is not None:  # the int8 graph was captured from the export-friendly form already
         model, friendly = quantized, quantized.graph
     with torch.no_grad():
-        diff = float((friendly(x) - model(x)).abs().max()) if names and quantized is None else 0.0
+        diff = float((friendly(x_net) - net(x_net)).abs().max() / input_range) if quantized is None else 0.0
     if diff > 1e-4:
         raise ExportError(f"internal: export rewrites changed the output by {diff:.2e} (> 1e-4)")
 
-    info = ArtifactInfo(artifact=out.name, target=cfg.target, precision=precision, model=ref.name,
-                        scale=int(ref.scale), input_size=list(input_size), layout=layout, param_key=ref.param_key,
+    info = ArtifactInfo(artifact=out.name, target=cfg.target, precision=precision, model=spec.label,
+                        scale=int(spec.scale or scale_of(model)), input_size=list(input_size), layout=layout,
+                        param_key=spec.param_key, spec=spec.replace(weights=None).to_json(),
+                        input_range=input_range,
                         rewrites=names, rewrite_max_abs_diff=diff, target_config=vars(cfg).copy(),
                         versions=_versions(cfg.target), command=command,
                         io_dtype="float16" if (precision == "fp16" and cfg.target == "executorch") else "float32")
     source = friendly
-    if cfg.target == "executorch":
-        _export_executorch(source, model, x, precision, out, info)
-    elif cfg.target == "tflite":
-        _export_tflite(source, x, out, layout, quantized)
-    elif cfg.target == "coreml":
-        _export_coreml(source, x, precision, out, cfg)
-    elif cfg.target == "onnx":
-        _export_onnx(source, x, out, cfg)
-    info.weights, info.weights_sha256 = _record_weights(model, ref, out)
+    with tracking_modules(source) as running:
+        try:
+            if cfg.target == "executorch":
+                _export_executorch(source, model if quantized is not None else net, x_net, precision, out, info,
+                                   bundled=cfg.bundled_program)
+            elif cfg.target == "tflite":
+                _export_tflite(source, x_net, out, layout, quantized)
+            elif cfg.target == "coreml":
+                _export_coreml(source, x_net, precision, out, cfg)
+            elif cfg.target == "onnx":
+                _export_onnx(source, x_net, out, cfg)
+        except (EdgesrError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # code edgesr did not write: the op, the module, what to change
+            if spec.model in names_of_registry():
+                raise
+            raise explain_export_failure(exc, source, f"{cfg.target} export", running.deepest or None) from None
+    info.weights, info.weights_sha256 = _record_weights(model, spec, out)
     write_sidecar(out, info)
     return info
 
 
-def export_by_name(name: str, scale: int, target: str | Path, precision: str, input_size: tuple[int, int],
+def export_by_name(name: str, scale: int | None, target: str | Path, precision: str, input_size: tuple[int, int],
                    out: str | Path, *, weights: str | None = None, param_key: str | None = None,
-                   layout: str = "nchw", command: str | None = None, quantized: str | None = None) -> ArtifactInfo:
-    """Build a registered model (seeded init when ``weights`` is None) and :func:`export` it; int8 takes
-    the checkpoint from ``edgesr quantize`` (``quantized``)."""
-    ref = ModelRef(name, scale, weights, param_key)
+                   layout: str | None = None, command: str | None = None, quantized: str | None = None,
+                   spec: ModelSpec | None = None) -> ArtifactInfo:
+    """Build the model of a spec (registry name or user code; seeded init when there are no weights) and
+    :func:`export` it; int8 takes the checkpoint from ``edgesr quantize`` (``quantized``)."""
+    from ..quantize.checkpoint import load, load_model
+
+    spec = spec or ModelSpec(name, scale, weights=weights, param_key=param_key)
     cfg = target_config(target)
-    check_request(cfg, precision, out, layout)  # fail before building the model
+    check_request(cfg, precision, out, layout or cfg.layout)  # fail before building the model
     torch.manual_seed(SEED)
-    model = ref.build()
+    model = load_model(spec)
     q = None
     if quantized is not None:
-        from ..models import create
+        from ..models import read_checkpoint
 
-        q = create(name, scale, weights=quantized)
-        if not getattr(q, "quantized", False):
+        ckpt = read_checkpoint(quantized)
+        if ckpt.get("format") != "edgesr-quant":
             raise ExportError(f"--quantized {quantized} is not an int8 checkpoint from `edgesr quantize`")
-    return export(model, target, precision, input_size, out, ref=ref, layout=layout, command=command, quantized=q)
+        q = load(ckpt, spec.replace(weights=None), source=quantized)
+    return export(model, target, precision, input_size, out, layout=layout, command=command, quantized=q)
 
 
-def _record_weights(model: nn.Module, ref: ModelRef, out: Path) -> tuple[str, str]:
+def _record_weights(model: nn.Module, spec: ModelSpec, out: Path) -> tuple[str, str]:
     """Where ``check`` finds the weights: the given file, or (random init) a copy saved beside the artifact."""
     if getattr(model, "quantized", False):  # int8: check's reference is the fake-quant model, from its checkpoint
         from ..quantize.checkpoint import save_quantized
@@ -177,51 +202,16 @@ def _record_weights(model: nn.Module, ref: ModelRef, out: Path) -> tuple[str, st
             src = readable(save_quantized(model, Path(str(out) + ".int8.pt")))
         path = Path(src).resolve()
         return (path.name if path.parent == out.resolve().parent else str(path)), sha256_of(path)
-    if ref.weights is not None:
-        from ..models import resolve_weights
-
-        path = resolve_weights(ref.weights, ref.name, ref.scale).resolve()
+    if spec.weights is not None:
+        path = resolve_weights(spec).resolve()
         return str(path), sha256_of(path)
-    from ..models import save_checkpoint
-
     path = Path(str(out) + ".weights.pt")
-    readable(save_checkpoint(path, model, model_name=ref.name, scale=ref.scale))
+    readable(save_checkpoint(path, model))
     return path.name, sha256_of(path)
 
 
 def _versions(target: str) -> dict[str, str]:
-    from importlib import metadata
-
-    dists = {"executorch": ["executorch"], "tflite": ["litert-torch", "ai-edge-litert"],
-             "coreml": ["coremltools"], "onnx": ["onnx", "onnxruntime", "onnxscript"]}[target]
-    out = {"edgesr": __version__, "torch": torch.__version__}
-    for d in dists:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[d] = metadata.version(d)
-    return out
-
-
-# ---------------------------------------------------------------------------- atomic paths
-@contextlib.contextmanager
-def atomic_path(out: Path, directory: bool = False) -> Iterator[Path]:
-    """A temporary path in ``out``'s folder, renamed onto ``out`` only if the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp = tmpdir / out.name
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise ExportError(f"internal: the exporter wrote nothing for {out.name}")
-        if directory and out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    return versions(target)
 
 
 # ---------------------------------------------------------------------------- ExecuTorch
@@ -260,7 +250,7 @@ def delegation_report(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
 
 
 def _export_executorch(source: nn.Module, reference: nn.Module, x: torch.Tensor, precision: str, out: Path,
-                       info: ArtifactInfo) -> None:
+                       info: ArtifactInfo, bundled: bool = True) -> None:
     import json
 
     if precision == "fp16":
@@ -272,12 +262,14 @@ def _export_executorch(source: nn.Module, reference: nn.Module, x: torch.Tensor,
         tmp.write_bytes(program.buffer)
     report_path = Path(str(out) + ".delegation.json")
     readable(atomic_write_text(report_path, json.dumps(report, indent=2) + "\n"))
-    with torch.no_grad():
-        expected = reference(x).to(x_in.dtype)
-    bpte = out.with_suffix(".bpte")
-    readable(atomic_write_bytes(bpte, bundled_program(program, x_in, expected)))
     info.delegation = {k: v for k, v in report.items() if k != "by_operator"}
-    info.files.update(delegation=report_path.name, bundled_program=bpte.name)
+    info.files.update(delegation=report_path.name)
+    if bundled:  # the target's bundled_program switch
+        with torch.no_grad():
+            expected = reference(x).to(x_in.dtype)
+        bpte = out.with_suffix(".bpte")
+        readable(atomic_write_bytes(bpte, bundled_program(program, x_in, expected)))
+        info.files.update(bundled_program=bpte.name)
 
 
 def bundled_program(program: Any, x: torch.Tensor, expected: torch.Tensor) -> bytes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -17,10 +16,10 @@ from typing import Any, Literal
 
 from ..config import from_dict, read_yaml, to_dict
 from ..errors import EdgesrError
-from ..io_utils import atomic_write_text
+from ..io_utils import atomic_write_text, sha256_of
+from ..targets import NAMES, PRECISIONS, TABLE
 
-TARGETS: tuple[str, ...] = ("executorch", "tflite", "coreml", "onnx")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+TARGETS: tuple[str, ...] = NAMES
 LAYOUTS: tuple[str, ...] = ("nchw", "nhwc")
 SIDECAR_FORMAT = "edgesr-artifact"
 SIDECAR_VERSION = 1
@@ -55,6 +54,10 @@ class TargetConfig:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise ExportError(f"target {self.target}: unknown precision {bad[0]!r} (known: {', '.join(PRECISIONS)})")
+        if self.backend not in (None, "xnnpack"):
+            raise ExportError(f"target {self.target}: backend {self.backend!r} is not available (xnnpack)")
+        if self.layout not in LAYOUTS or (self.layout == "nhwc" and self.target != "tflite"):
+            raise ExportError(f"target {self.target}: layout {self.layout!r} (nhwc is available for tflite only)")
         if not self.suffix.startswith("."):
             raise ExportError(f"target {self.target}: suffix must start with '.', got {self.suffix!r}")
         if self.target == "coreml" and self.compute_units not in (None, "ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"):
@@ -65,18 +68,15 @@ class TargetConfig:
                               f"got {self.minimum_deployment_target!r}")
 
 
+_TARGET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "executorch": dict(backend="xnnpack", bundled_program=True),
+    "coreml": dict(minimum_deployment_target="iOS17", compute_units="ALL"),
+    "onnx": dict(opset=18),
+}
 BUILTIN_TARGETS: dict[str, dict[str, Any]] = {
-    "executorch": dict(target="executorch", suffix=".pte", precisions=["fp32", "fp16", "int8"], backend="xnnpack",
-                       bundled_program=True,
-                       description="ExecuTorch .pte, XNNPACK-delegated; plus a BundledProgram (.bpte) with "
-                                   "reference inputs/outputs for on-device verification"),
-    "tflite": dict(target="tflite", suffix=".tflite", precisions=["fp32", "int8"],
-                   description="LiteRT (TFLite) flatbuffer via litert-torch; runs with the LiteRT interpreter"),
-    "coreml": dict(target="coreml", suffix=".mlpackage", precisions=["fp32", "fp16", "int8"],
-                   minimum_deployment_target="iOS17", compute_units="ALL",
-                   description="Core ML mlprogram; runs only on macOS/iOS (converted, not run, on Linux)"),
-    "onnx": dict(target="onnx", suffix=".onnx", precisions=["fp32"], opset=18,
-                 description="ONNX (torch.onnx dynamo exporter) for onnxruntime"),
+    name: dict(target=name, suffix=t.suffix, precisions=list(t.precisions), description=t.description,
+               **_TARGET_DEFAULTS.get(name, {}))
+    for name, t in TABLE.items()
 }
 
 
@@ -146,7 +146,8 @@ class ArtifactInfo:
     weights: str | None = None            # relative to the sidecar's folder when inside it
     weights_sha256: str | None = None
     param_key: str | None = None
-    quantized: str | None = None          # the int8 source (PT2E checkpoint), when there is one
+    spec: dict[str, Any] = field(default_factory=dict)   # edgesr.models.ModelSpec of the source network
+    input_range: float = 1.0              # the artifact takes and gives RGB in [0, input_range]
     io_dtype: str = "float32"
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
@@ -233,12 +234,6 @@ def parse_input_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def artifact_size(path: str | Path) -> int:

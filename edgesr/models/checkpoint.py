@@ -81,18 +81,35 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor],
     model.load_state_dict(state, strict=True)
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, *, model_name: str, scale: int,
+def save_checkpoint(path: str | Path, model: nn.Module, *, model_name: str | None = None, scale: int | None = None,
                     config: Mapping[str, Any] | None = None, recipe: Mapping[str, Any] | None = None,
                     extra: Mapping[str, Any] | None = None) -> Path:
-    """Write an edgesr checkpoint atomically (temp file in the same folder, then rename)."""
+    """Write an edgesr checkpoint atomically (temp file in the same folder, then rename).
+
+    The model's spec (``model.edgesr_spec``, set by ``edgesr.models.build``) is recorded, so a network from
+    the user's code reloads from the file alone; a 0-255 network's weights are those of the network itself.
+    """
+    spec = getattr(model, "edgesr_spec", None)
+    spec_json = spec.to_json() if hasattr(spec, "to_json") else None
+    net = model.net if hasattr(model, "input_range") and isinstance(getattr(model, "net", None), nn.Module) else model
+    if spec_json is not None:
+        spec_json = {**spec_json, "weights": None}
+        model_name = model_name or spec_json["model"]
+        scale = scale or spec_json["scale"]
+        if config is None:
+            config = spec_json.get("kwargs") or {}
+    if model_name is None or scale is None:
+        raise CheckpointError("save_checkpoint: name the model and scale (model_name=, scale=) for a module "
+                              "not built by edgesr.models.build")
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "model": model_name,
         "scale": int(scale),
         "config": dict(config or {}),
+        "spec": spec_json,
         "recipe": dict(recipe) if recipe is not None else None,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
     if extra:
         payload.update(extra)

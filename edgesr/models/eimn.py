@@ -20,32 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import check_input
-from ._registry import register_model
+from .layers import ChannelNorm, channel_mean, check_input, spatial_mean
+from .registry import register_model
 
 __all__ = ["EIMN", "eimn_a", "eimn_l"]
 
 
-class ChannelsFirstLayerNorm(nn.Module):
-    """LayerNorm over the channel dim of an NCHW tensor.
+ChannelsFirstLayerNorm = ChannelNorm  # LayerNorm over channels, keys as nn.LayerNorm(C)
 
-    Parameters are named and shaped like ``nn.LayerNorm(C)`` (``weight``/``bias`` of shape [C]) so
-    official checkpoints load unchanged; the computation avoids layout permutes, which exporters turn
-    into real transposes.
-    """
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(dim=1, keepdim=True)
-        centred = x - mu
-        var = centred.pow(2).mean(dim=1, keepdim=True)  # biased, as nn.LayerNorm
-        y = centred / torch.sqrt(var + self.eps)
-        return y * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class MOLRCM(nn.Module):
@@ -70,7 +52,8 @@ class MOLRCM(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         value = self.proj_value(u)
         query = self.region(self.proj_query(u))
-        q1, q2, q3 = torch.split(query, self.split, dim=1)
+        c1, c2, _ = self.split  # slices, not split_with_sizes: XNNPACK delegates slices
+        q1, q2, q3 = query[:, :c1], query[:, c1:c1 + c2], query[:, c1 + c2:]
         ctx = self.fusion(torch.cat([self.spatial_1(q1), q2, self.spatial_2(q3)], dim=1))
         return self.out(F.silu(ctx) * value)
 
@@ -88,14 +71,44 @@ class DFFM(nn.Module):
         self.channel_expand = nn.Conv2d(hidden, dim, 1)
         self.spatial_expand = nn.Conv2d(2 * hidden, 1, 1)  # in-channels: [local | global]
 
+    two_pass_mean = True  # float exports: see spatial_mean; edgesr.quantize turns it off for int8
+
+    def norm_folds(self) -> list[tuple[str, list[nn.Module], bool]]:
+        """n is read by local_reduce and, through the (linear) spatial mean, by global_reduce: both 1×1."""
+        return [("norm", [self.global_reduce, self.local_reduce], True)]
+
+    def export_form(self) -> nn.Module:
+        """The halves of ``spatial_expand`` as constant buffers: XNNPACK delegates no conv whose weight is
+        computed in the graph."""
+        w_local, w_global = torch.split(self.spatial_expand.weight.detach(), self.hidden, dim=1)
+        self.register_buffer("w_local", w_local.clone(), persistent=False)
+        self.register_buffer("w_global", w_global.clone(), persistent=False)
+        self.__class__ = _ExportDFFM
+        return self
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         n = self.norm(z)
-        g = F.gelu(self.global_reduce(n.mean(dim=(2, 3), keepdim=True)))  # whole-image mean
+        g = F.gelu(self.global_reduce(spatial_mean(n, self.two_pass_mean)))  # whole-image mean
         loc = F.gelu(self.local_reduce(n))
         c_attn = torch.sigmoid(self.channel_expand(g))
         # conv1x1(concat[loc, g.expand(H, W)]) == conv(loc, W_local) + conv(g, W_global) + b, broadcast.
         w_local, w_global = torch.split(self.spatial_expand.weight, self.hidden, dim=1)
         s_logit = F.conv2d(loc, w_local) + F.conv2d(g, w_global, self.spatial_expand.bias)
+        return z * c_attn * torch.sigmoid(s_logit)
+
+
+class _ExportDFFM(DFFM):
+    """DFFM as exported: ``spatial_expand`` read from the constant halves made by ``export_form``."""
+
+    def export_form(self) -> nn.Module:
+        return self
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        n = self.norm(z)
+        g = F.gelu(self.global_reduce(spatial_mean(n, self.two_pass_mean)))
+        loc = F.gelu(self.local_reduce(n))
+        c_attn = torch.sigmoid(self.channel_expand(g))
+        s_logit = F.conv2d(loc, self.w_local) + F.conv2d(g, self.w_global, self.spatial_expand.bias)
         return z * c_attn * torch.sigmoid(s_logit)
 
 
@@ -111,8 +124,9 @@ class SADFFM(nn.Module):
         self.DFFM = DFFM(dim)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        a, b = self.SAL(self.linear_in(v)).chunk(2, dim=1)
-        return self.DFFM(self.linear_out(F.gelu(a) * b))
+        y = self.SAL(self.linear_in(v))
+        h = y.shape[1] // 2  # slices, not chunk: XNNPACK delegates slices
+        return self.DFFM(self.linear_out(F.gelu(y[:, :h]) * y[:, h:]))
 
 
 class EIMNBlock(nn.Module):
@@ -126,6 +140,12 @@ class EIMNBlock(nn.Module):
         self.attn = MOLRCM(dim)
         self.norm2 = nn.BatchNorm2d(dim)
         self.mlp = SADFFM(dim, mlp_ratio)
+
+    def norm_folds(self) -> list[tuple[str, list[nn.Module], bool]]:
+        """(norm attribute, the 1×1 convs that read it, shift foldable): BN1 feeds the value and query
+        projections, BN2 the MLP's input projection, nothing else."""
+        return [("norm1", [self.attn.proj_value[0], self.attn.proj_query[0]], True),
+                ("norm2", [self.mlp.linear_in], True)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.layer_scale_1[:, None, None] * self.attn(self.norm1(x))

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
-from ._layers import check_input
-from ._registry import register_model
+from .layers import ChannelNorm, channel_mean, check_input, spatial_mean
+from .registry import register_model
 
 __all__ = ["LAMNet", "lamnet", "lamnet_large", "focal_separable_attention", "generate_kernel_map",
            "RGB_MEAN"]
@@ -109,20 +109,20 @@ def focal_separable_attention(x: torch.Tensor, weight: torch.Tensor, kernel_map:
 # Building blocks
 # --------------------------------------------------------------------------------------------------
 
-class LayerNormUnchanged(nn.Module):
+class LayerNormUnchanged(ChannelNorm):
     """Channels-first LayerNorm with (1, C, 1, 1) ``alpha``/``beta`` (official names and shapes)."""
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
+        super().__init__(dim, eps, weight=False, bias=False)
         self.alpha = nn.Parameter(torch.ones(1, dim, 1, 1))
         self.beta = nn.Parameter(torch.zeros(1, dim, 1, 1))
-        self.eps = eps
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.alpha.flatten(), self.beta.flatten()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(dim=1, keepdim=True)
-        centred = x - mu
-        var = centred.pow(2).mean(dim=1, keepdim=True)  # biased
-        return self.alpha * (centred / torch.sqrt(var + self.eps)) + self.beta
+        return self.alpha * self.normalize(x) + self.beta
+
 
 
 class PreNormResidual(nn.Module):
@@ -133,6 +133,11 @@ class PreNormResidual(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, dim, 1, 1))
         self.norm = LayerNormUnchanged(dim)
         self.fn = fn
+
+    def norm_folds(self) -> list[tuple[str, list[nn.Module], bool]]:
+        """The pre-norm is read only by the first 1×1 conv of ``fn`` (ULM ``proj_in``, DGFN ``project_in``)."""
+        first = getattr(self.fn, "proj_in", None) or getattr(self.fn, "project_in", None)
+        return [("norm", [first], True)] if first is not None else []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(self.norm(x)) * self.alpha + x
@@ -149,7 +154,9 @@ class DGFN(nn.Module):
         self.project_out = nn.Conv2d(2 * hidden, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        y = self.dwconv(self.project_in(x))
+        h = y.shape[1] // 2  # slices, not chunk: XNNPACK delegates slices
+        x1, x2 = y[:, :h], y[:, h:]
         gate = F.gelu(x1)
         return self.project_out(torch.cat([gate * x1, gate * x2], dim=1))
 
@@ -198,6 +205,81 @@ class LSAMixer(nn.Module):
         a = focal_separable_attention(x2, torch.tanh(self.h_kernel(x2)), self.taps, -1, self.num_head)
         a = focal_separable_attention(a, torch.tanh(self.v_kernel(a)), self.taps, -2, self.num_head)
         return self.proj_out(torch.cat([spatial_interaction(x_c, a), channel_interaction(x_c, a)], dim=1))
+
+    def export_form(self) -> nn.Module:
+        """Slices for ``chunk``, 1×1-conv channel means in the IEM and FSA as convs (:func:`fsa_conv`), with
+        the constant kernels as buffers."""
+        half = self.channel_branch[0].in_channels
+        like = self.proj_in.weight.detach()
+        self.register_buffer("avg", torch.full((1, half, 1, 1), 1.0 / half, dtype=like.dtype,
+                                               device=like.device), persistent=False)
+        box_h, gather, ones = fsa_kernels(list(self.taps), half, self.num_head, -1, like)
+        box_v, _, _ = fsa_kernels(list(self.taps), half, self.num_head, -2, like)
+        for name, t in (("fsa_box_h", box_h), ("fsa_box_v", box_v), ("fsa_gather", gather), ("fsa_ones", ones)):
+            self.register_buffer(name, t, persistent=False)
+        self.__class__ = _ExportLSAMixer
+        return self
+
+
+def fsa_kernels(taps: list[tuple[int, int]], channels: int, num_heads: int, dim: int,
+                like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Constant kernels that turn focal separable attention into three convs (see :func:`fsa_conv`).
+
+    * ``box`` (C·K, 1, 1, P) or (C·K, 1, P, 1): depthwise, output channel c·K + k = the mean of channel c
+      over tap k's segment (zero padding counted, as the official divisor);
+    * ``gather`` (C·K, K, 1, 1), used with ``groups=heads``: 0/1 kernel copying weight channel g(c)·K + k to
+      channel c·K + k (K multiply-adds per output instead of heads·K for a dense 0/1 matrix);
+    * ``ones`` (C, K, 1, 1): grouped 1×1 conv summing the K taps of each channel.
+    """
+    k_taps, r = len(taps), _patch_radius(taps)
+    box = torch.zeros(channels * k_taps, 1, 2 * r + 1)
+    for k, (start, size) in enumerate(taps):
+        lo = start if start >= 0 else start - size + 1
+        box[k::k_taps, 0, r + lo:r + lo + size] = 1.0 / size
+    box = box[:, :, None, :] if dim % 4 == 3 else box[:, :, :, None]
+    if channels % num_heads:
+        raise ValueError(f"{channels} channels do not split into {num_heads} heads")
+    gather = torch.zeros(channels * k_taps, k_taps, 1, 1)
+    for k in range(k_taps):
+        gather[k::k_taps, k] = 1.0
+    ones = torch.ones(channels, k_taps, 1, 1)
+    return tuple(t.to(dtype=like.dtype, device=like.device) for t in (box, gather, ones))  # type: ignore[return-value]
+
+
+def fsa_conv(x: torch.Tensor, weight: torch.Tensor, box: torch.Tensor, gather: torch.Tensor,
+             ones: torch.Tensor) -> torch.Tensor:
+    """``focal_separable_attention`` as depthwise box conv, grouped 1×1 gather conv, multiply, grouped 1×1 sum.
+
+    Four delegated ops instead of ~100 pad/narrow/reshape/select ops per call (LAMNet has 48 calls), with the
+    same math up to summation order. Costs C·K-channel intermediates (K = 13 taps) at input resolution.
+    """
+    c = x.shape[1]
+    pad = (box.shape[-1] // 2, box.shape[-2] // 2)
+    seg = F.conv2d(x, box, padding=(pad[1], pad[0]), groups=c)
+    heads = weight.shape[1] // gather.shape[1]
+    return F.conv2d(seg * F.conv2d(weight, gather, groups=heads), ones, groups=c)
+
+
+class _ExportLSAMixer(LSAMixer):
+    """ULM as exported (see :meth:`LSAMixer.export_form`)."""
+
+    two_pass_mean = True  # float exports: see spatial_mean; edgesr.quantize turns it off for int8
+
+    def export_form(self) -> nn.Module:
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj_in(x)
+        h = y.shape[1] // 2
+        x1, x2 = y[:, :h], y[:, h:]
+        x_c = self.channel_branch(x1)
+        a = fsa_conv(x2, torch.tanh(self.h_kernel(x2)), self.fsa_box_h, self.fsa_gather, self.fsa_ones)
+        a = fsa_conv(a, torch.tanh(self.v_kernel(a)), self.fsa_box_v, self.fsa_gather, self.fsa_ones)
+        q = spatial_mean(a, self.two_pass_mean)
+        spatial = x_c * torch.sigmoid(channel_mean(x_c * q, self.avg))
+        r = channel_mean(x_c, self.avg)
+        channel = a * torch.sigmoid(spatial_mean(a * r, self.two_pass_mean))
+        return self.proj_out(torch.cat([spatial, channel], dim=1))
 
 
 def _check_kernel_map(module: LSAMixer, incompatible_keys: Any) -> None:

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import check_input
-from ._registry import register_model
+from .layers import ChannelNorm, channel_mean, check_input, spatial_mean
+from .registry import register_model
 
 __all__ = ["SAFMN", "SAFMNNTIRE", "safmn", "safmn_l", "safmn_ntire"]
 
@@ -47,24 +47,8 @@ def pool_modulate_up(x: torch.Tensor, conv: nn.Conv2d, factor: int, ones: torch.
     return F.interpolate(y, size=(h, w), mode="nearest")
 
 
-class ChannelsFirstLayerNorm(nn.Module):
-    """LayerNorm over the channels of an NCHW tensor (the official ``channels_first`` LayerNorm).
+ChannelsFirstLayerNorm = ChannelNorm  # the official channels_first LayerNorm (weight/bias [C], eps 1e-6)
 
-    Written with mean / biased variance primitives instead of permutes around ``F.layer_norm`` so exporters
-    see no layout transposes. Parameters are ``weight``/``bias`` of shape [C] as in the official class.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        centred = x - x.mean(dim=1, keepdim=True)
-        var = centred.pow(2).mean(dim=1, keepdim=True)  # biased, as the official code
-        y = centred / torch.sqrt(var + self.eps)
-        return y * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class GRN(nn.Module):
@@ -142,6 +126,11 @@ class AttBlock(nn.Module):
         self.safm = SAFM(dim, factors, bias)
         self.ccm = CCM(dim, ffn_scale, bias)
 
+    def norm_folds(self) -> list[tuple[str, list[nn.Module], bool]]:
+        """``norm2`` feeds only the CCM's first conv, a 3×3 with zero padding: its scale folds, its shift
+        must stay in front (``norm1`` also feeds the pooling pyramid, so it stays)."""
+        return [("norm2", [self.ccm.ccm[0]], False)] if isinstance(self.norm2, ChannelNorm) else []
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.safm(self.norm1(x)) + x
         return self.ccm(self.norm2(x)) + x
@@ -160,6 +149,7 @@ class SAFMN(nn.Module):
         super().__init__()
         self.scale = int(scale)
         self.min_size = 8
+        self.size_multiple = 8  # exact, fully delegated max-pool pyramid (factors up to 8)
         self.to_feat = nn.Conv2d(3, dim, 3, padding=1)
         self.feats = nn.Sequential(*[AttBlock(dim, ffn_scale) for _ in range(n_blocks)])
         self.to_img = nn.Sequential(nn.Conv2d(dim, 3 * self.scale ** 2, 3, padding=1), nn.PixelShuffle(self.scale))
@@ -183,6 +173,7 @@ class SAFMNNTIRE(nn.Module):
         super().__init__()
         self.scale = int(scale)
         self.min_size = 16
+        self.size_multiple = 16  # exact, fully delegated max-pool pyramid (factors up to 16)
         self.to_feat = nn.Conv2d(3, dim, 3, padding=1)
         self.norm = GRN(dim)
         self.feats = nn.Sequential(*[AttBlock(dim, ffn_scale, layer_norm=False, factors=(1, 4, 8, 16), bias=False)

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import check_input
-from ._registry import register_model
+from .layers import check_input
+from .registry import register_model
 
-__all__ = ["SCNet", "Shift8", "scnet_t", "scnet_t_ps"]
+__all__ = ["SCNet", "Shift8", "ShiftDepthwise", "shift_kernel", "fuse_shift_conv", "scnet_t", "scnet_t_ps"]
 
 # (dy, dx) per channel group j: out[h, w] = x[h + dy, w + dx], zero outside the image (spec §2.1).
 SHIFT8_OFFSETS = ((-1, 0), (1, 0), (0, -1), (0, 1), (1, 1), (1, -1), (-1, 1), (-1, -1))
@@ -37,9 +37,79 @@ class Shift8(nn.Module):
     def __init__(self, groups: int) -> None:
         super().__init__()
         self.groups = int(groups)
+        self.register_buffer("kernel", shift_kernel(self.groups), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """pad + slices + concat in eager PyTorch (fastest there); under ``torch.export`` one depthwise 3×3
+        conv with one-hot kernels (exact: products with 1 and 0), the one op every delegate runs natively."""
+        if torch.compiler.is_exporting():
+            return F.conv2d(x, self.kernel.to(x.dtype), padding=1, groups=self.kernel.shape[0])
         return shift8(x, self.groups)
+
+    def to_depthwise(self) -> nn.Conv2d:
+        """The frozen one-hot depthwise conv equal to this shift (``edgesr.reparam.shift_to_conv``)."""
+        conv = ShiftDepthwise(self.groups, device=self.kernel.device)
+        with torch.no_grad():
+            conv.weight.copy_(self.kernel)
+        return conv.requires_grad_(False)
+
+
+def shift_kernel(groups: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One-hot depthwise kernels [8·groups, 1, 3, 3]: channel c of group j is 1 at tap (1 + dy_j, 1 + dx_j)."""
+    k = torch.zeros(8 * groups, 1, 3, 3, dtype=dtype)
+    for j, (dy, dx) in enumerate(SHIFT8_OFFSETS):
+        k[j * groups:(j + 1) * groups, 0, 1 + dy, 1 + dx] = 1.0
+    return k
+
+
+class ShiftDepthwise(nn.Conv2d):
+    """Shift8 as a frozen one-hot depthwise 3×3 conv (the deploy form; its weight is in the state_dict).
+
+    Under ``torch.export`` it is that conv; in eager PyTorch it computes the same values with pad + slices,
+    which is faster there (SCNet-T x4 eager: the conv made deploy 11 % slower than eval,
+    ``benchmarks/reparam.py``). Both are exact: each output is one input times 1.0.
+    """
+
+    def __init__(self, groups: int, **kw: object) -> None:
+        c = 8 * int(groups)
+        super().__init__(c, c, 3, padding=1, groups=c, bias=False, **kw)  # type: ignore[arg-type]
+        self.shift_groups = int(groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():
+            return super().forward(x)
+        return shift8(x, self.shift_groups)
+
+
+@torch.no_grad()
+def fuse_shift_conv(shift: Shift8, conv: nn.Conv2d) -> nn.Conv2d:
+    """The dense 3×3 conv equal to ``conv(shift(·))`` for a plain 1×1 ``conv``:
+    ``W3[o, c, 1 + dy_c, 1 + dx_c] = W[o, c]``. A pointwise f with f(0) = 0 commutes with a zero-fill shift,
+    so ``conv(f(shift(z)))`` fuses the same way (SCNet's ReLU / LeakyReLU between them)."""
+    if type(conv) is not nn.Conv2d or conv.kernel_size != (1, 1) or conv.groups != 1 or conv.padding != (0, 0):
+        raise ValueError("only a plain 1×1 conv can absorb a shift")
+    if conv.in_channels != 8 * shift.groups:
+        raise ValueError(f"shift has {8 * shift.groups} channels, conv reads {conv.in_channels}")
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None,
+                      device=conv.weight.device, dtype=conv.weight.dtype)
+    fused.weight.zero_()
+    taps = shift_kernel(shift.groups, conv.weight.dtype).to(conv.weight.device)[:, 0]  # [C, 3, 3] one-hot
+    fused.weight.copy_(conv.weight[:, :, 0, 0][:, :, None, None] * taps[None])
+    if conv.bias is not None:
+        fused.bias.copy_(conv.bias)
+    return fused.train(conv.training)
+
+
+def _fusable(conv: nn.Module) -> bool:
+    return type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.groups == 1
+
+
+def _fuse_in_sequence(seq: nn.Sequential) -> None:
+    """Shift8 directly before a 1×1 conv (the upsampler stages) -> the fused dense 3×3."""
+    for i in range(len(seq) - 1):
+        if isinstance(seq[i], Shift8) and _fusable(seq[i + 1]):
+            seq[i + 1] = fuse_shift_conv(seq[i], seq[i + 1])
+            seq[i] = nn.Identity()
 
 
 def shift8(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -64,6 +134,12 @@ class ResidualBlockShift(nn.Module):
         self.shift = Shift8(num_feat // 8)
         _default_init(self.conv1, self.conv2)
 
+    def fuse_shift(self) -> None:
+        """conv2(relu(shift(z))) = conv2(shift(relu(z))) -> one dense 3×3 conv (``shift_to_conv(mode="dense")``)."""
+        if isinstance(self.shift, Shift8) and _fusable(self.conv2):
+            self.conv2 = fuse_shift_conv(self.shift, self.conv2)
+            self.shift = nn.Identity()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.relu(self.shift(self.conv1(x))))
 
@@ -77,6 +153,9 @@ class UpShiftMLP(nn.Module):
             nn.Upsample(scale_factor=factor, mode="bilinear", align_corners=False),
             nn.Conv2d(num_feat, num_feat, 1), nn.LeakyReLU(0.02), Shift8(num_feat // 8),
             nn.Conv2d(num_feat, num_feat, 1))
+
+    def fuse_shift(self) -> None:
+        _fuse_in_sequence(self.up_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up_layer(x)
@@ -93,6 +172,9 @@ class UpShiftPixelShuffle(nn.Module):
         self.up_layer = nn.Sequential(
             nn.Conv2d(num_feat, num_feat, 1), nn.LeakyReLU(0.02), Shift8(num_feat // 8),
             nn.Conv2d(num_feat, num_feat * factor ** 2, 1), nn.PixelShuffle(factor))
+
+    def fuse_shift(self) -> None:
+        _fuse_in_sequence(self.up_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up_layer(x)

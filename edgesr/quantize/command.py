@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 
-from ..cli import _add_model_args, _check_output_path, _positive_int
+from ..cliargs import add_model_args, check_output_path, model_spec, nonneg_int, positive_int, spec_flags, write_json
 from ..errors import UsageError
 from .config import OBSERVERS, TARGETS
 
@@ -16,11 +17,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     from ..data.samples import CALIB_IMAGES, sample_paths
     from ..io_utils import atomic_write_text
-    from ..models import create
+    from ..models import ModelSpec
     from . import QuantConfig, ptq, qat, save_quantized, sensitivity
 
-    _check_output_path(args.out)
-    _check_output_path(args.analyze_json)
+    check_output_path(args.out)
+    check_output_path(args.analyze_json)
     if args.mode == "qat" and not args.data:
         raise UsageError("--mode qat needs --data FOLDER ... (HR training images)")
     if args.threads:
@@ -30,7 +31,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                       iterations=args.iterations, lr=args.lr, batch_size=args.batch_size,
                       patch_size=args.patch_size, kd_weight=args.kd_weight, seed=args.seed)
     cfg.validate()
-    model = create(args.model, args.scale, weights=args.weights, param_key=args.param_key)
+    from ..reparam import load as load_float
+
+    spec = model_spec(args)
+    model = load_float(spec)
+    args.model, args.scale = spec.model, spec.scale
     calib = [str(d) for d in args.data] if args.data else [str(p) for p in sample_paths(CALIB_IMAGES)]
     t0 = time.perf_counter()
     if args.analyze:
@@ -47,7 +52,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     teacher = None
     if args.teacher:
         t_name, _, t_weights = args.teacher.partition(":")
-        teacher = create(t_name, args.scale, weights=t_weights or "zoo")
+        teacher = load_float(ModelSpec(t_name, args.scale, weights=t_weights or "zoo"))
     if args.mode == "ptq":
         q = ptq(model, args.target, calib, cfg, progress=not args.quiet)
     else:
@@ -62,9 +67,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               + (f"; worst {found[0]['module'] or '(top)'} x{found[0]['ratio']:.0f}" if found else ""))
     print(f"wrote {args.out}: {args.model} x{args.scale} int8 for {args.target} ({args.mode}, "
           f"{time.perf_counter() - t0:.0f} s)")
-    print(f"  evaluate: edgesr eval --model {args.model} --scale {args.scale} --weights {args.out}")
-    print(f"  export:   edgesr export --model {args.model} --scale {args.scale} "
-          f"{'--weights ' + str(args.weights) + ' ' if args.weights else ''}--quantized {args.out} "
+    flags = " ".join(shlex.quote(f) for f in spec_flags(spec))
+    eval_flags = " ".join(shlex.quote(f) for f in spec_flags(spec.replace(weights=args.out)))
+    print(f"  evaluate: edgesr eval {eval_flags}")
+    print(f"  export:   edgesr export {flags} --quantized {args.out} "
           f"--target {args.target} --precision int8 --input-size 180x320 --out MODEL.{_suffix(args.target)}")
     return 0
 
@@ -72,7 +78,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def _hint_outliers(model, calib: list[str], cfg) -> None:
     """Without the guard, say when the calibration data shows channels a per-tensor scale cannot hold
     (EIMN-A x4 loses 6 dB to them), so the user knows which flag fixes it."""
-    from .graph import capture, size_multiple
+    from ..models import size_multiple
+    from .graph import capture
     from .outliers import find_outliers
     from .ptq import calibration_inputs, model_scale
 
@@ -85,7 +92,9 @@ def _hint_outliers(model, calib: list[str], cfg) -> None:
 
 
 def _suffix(target: str) -> str:
-    return {"executorch": "pte", "tflite": "tflite", "coreml": "mlpackage"}[target]
+    from ..targets import suffix
+
+    return suffix(target).lstrip(".")
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -112,15 +121,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "calibration (ptq) or quantization-aware training with distillation from full precision (qat). "
                     "The checkpoint reloads to the same fake-quant model: `edgesr eval --weights CKPT` evaluates "
                     "it in PyTorch, `edgesr export --quantized CKPT --precision int8` lowers it.")
-    _add_model_args(p, "fp32 weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'")
+    add_model_args(p, "fp32 weights file (raw state_dict, BasicSR or edgesr checkpoint) or 'zoo'")
     p.add_argument("--target", required=True, choices=TARGETS, help="the runtime whose int8 scheme to use")
     p.add_argument("--mode", choices=("ptq", "qat"), default="ptq", help="post-training or quantization-aware")
     p.add_argument("--data", nargs="+", default=None, metavar="DIR",
                    help="HR image folders: calibration (ptq) or training (qat) images; default (ptq only): "
                         "scikit-image's bundled photos")
     p.add_argument("--out", default=None, metavar="CKPT", help="quantized checkpoint to write (atomically)")
-    p.add_argument("--calib-size", type=_positive_int, default=16, help="calibration images (default 16)")
-    p.add_argument("--calib-patch", type=_positive_int, default=96, help="LR centre crop for calibration")
+    p.add_argument("--calib-size", type=positive_int, default=16, help="calibration images (default 16)")
+    p.add_argument("--calib-patch", type=positive_int, default=96, help="LR centre crop for calibration")
     p.add_argument("--observer", choices=OBSERVERS, default="histogram", help="activation range observer (ptq)")
     p.add_argument("--keep-float", nargs="*", default=[], metavar="LAYER",
                    help="layers left in float: 'first', 'last' or module paths (see --analyze)")
@@ -132,17 +141,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--outlier-ratio", type=float, default=0.0, metavar="R",
                    help="keep float every activation whose largest channel range is > R x the median "
                         "channel's on the calibration data (0: off; 16 for EIMN)")
-    p.add_argument("--iterations", type=_positive_int, default=300, help="QAT steps (default 300)")
+    p.add_argument("--iterations", type=positive_int, default=300, help="QAT steps (default 300)")
     p.add_argument("--lr", type=_positive_float, default=2e-5, help="QAT learning rate (Adam, cosine)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="QAT batch")
-    p.add_argument("--patch-size", type=_positive_int, default=96, help="QAT HR patch side")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="QAT batch")
+    p.add_argument("--patch-size", type=positive_int, default=96, help="QAT HR patch side")
     p.add_argument("--kd-weight", type=float, default=1.0, help="QAT: L1 to the full-precision SR (0: off)")
-    p.add_argument("--teacher", default=None, metavar="NAME[:WEIGHTS]",
+    p.add_argument("--teacher", default=None, metavar="NAME[:WEIGHTS]",  # a registry name (weights default: zoo)
                    help="QAT distillation teacher (default: the fp32 model itself), e.g. eimn_a:zoo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--analyze", action="store_true",
                    help="per-layer sensitivity: SQNR when each conv alone is int8, sorted worst first")
     p.add_argument("--analyze-json", default=None, metavar="FILE", help="write the sensitivity table as JSON")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_quantize)

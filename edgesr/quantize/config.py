@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import UsageError
+from ..targets import QUANTIZABLE
 
-TARGETS: tuple[str, ...] = ("executorch", "tflite", "coreml")
+TARGETS: tuple[str, ...] = QUANTIZABLE
 OBSERVERS: tuple[str, ...] = ("histogram", "minmax", "moving_minmax", "percentile")
 
 Target = Literal["executorch", "tflite", "coreml"]

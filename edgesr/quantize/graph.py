@@ -13,57 +13,77 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import ModelSpec, min_size, size_multiple, unwrap
+from ..reparam.forms import export_friendly
+
 MAX_SIDE = 4096
 
 
 class ClampOutput(nn.Module):
     """The captured root. With ``clamp`` the SR output is clamped to the image range inside the graph, so the
-    output observer sees [0, 1]. Always present, so module paths in the graph are ``model.<path>``."""
+    output observer sees [0, 1]. Always present, so module paths in the graph are ``model.<path>``.
 
-    def __init__(self, model: nn.Module, clamp: bool = True) -> None:
+    A network written for 0-255 (``input_range``) is scaled in and out here: the int8 graph takes and gives
+    [0, 1] like every other edgesr model (its artifact records input_range 1)."""
+
+    def __init__(self, model: nn.Module, clamp: bool = True, input_range: float = 1.0) -> None:
         super().__init__()
-        self.model, self.clamp = model, clamp
+        self.model, self.clamp, self.input_range = model, clamp, float(input_range)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.model(x)
+        if self.input_range != 1.0:
+            y = self.model(x * self.input_range) / self.input_range
+        else:
+            y = self.model(x)
         return y.clamp(0.0, 1.0) if self.clamp else y
 
 
-def size_multiple(model: nn.Module) -> int:
-    from ..export.exporters import required_multiple
-
-    return required_multiple(model)
-
-
 def export_form(model: nn.Module, clamp_output: bool) -> nn.Module:
-    """The graph that is quantized: the export-friendly rewrites every backend delegates, optional clamp."""
-    from ..export.rewrites import applicable_rewrites, export_friendly
-
-    names = applicable_rewrites(model)
-    friendly = export_friendly(model, names) if names else model
-    friendly = friendly.eval()
-    for m in friendly.modules():  # int8 means accumulate exactly in int32: one pass (see rewrites.spatial_mean)
+    """The graph that is quantized: the export form every backend delegates, optional clamp."""
+    net, input_range = unwrap(model)
+    friendly = export_friendly(net).eval()
+    for m in friendly.modules():  # int8 means accumulate exactly in int32: one pass (see models.layers.spatial_mean)
         if hasattr(m, "two_pass_mean"):
             m.two_pass_mean = False
-    return ClampOutput(friendly, clamp_output)
+    return ClampOutput(friendly, clamp_output, input_range)
 
 
 def capture(model: nn.Module, clamp_output: bool = True, example_side: int | None = None) -> torch.fx.GraphModule:
-    """``torch.export`` with dynamic H, W (and batch), as the graph module PT2E prepares."""
+    """``torch.export`` with dynamic H, W (and batch), as the graph module PT2E prepares.
+
+    Code whose shapes branch at small sizes (a pooled map of size 1 broadcasts differently) cannot be one graph
+    for every size from its minimum: the capture then raises its minimum side (32, 64, 128) and records it as
+    the graph's ``min_size``; smaller inputs are padded by :class:`QuantizedSR`."""
     from torch.export import Dim, export
 
+    from ..reparam.hazards import explain_export_failure, tracking_modules
+
     mult = size_multiple(model)
-    min_side = max(int(getattr(model, "min_size", 1)), 2)
+    least = max(min_size(model), 2)
     form = export_form(model, clamp_output)
-    side = example_side or mult * max(2, math.ceil(min_side / mult), 24 // mult)
-    x = torch.rand(2, 3, side, side)
-    batch = Dim("batch", min=1, max=1024)
-    if mult > 1:
-        h = mult * Dim("h", min=math.ceil(min_side / mult), max=MAX_SIDE // mult)
-        w = mult * Dim("w", min=math.ceil(min_side / mult), max=MAX_SIDE // mult)
-    else:
-        h, w = Dim("h", min=min_side, max=MAX_SIDE), Dim("w", min=min_side, max=MAX_SIDE)
-    return export(form, (x,), dynamic_shapes={"x": {0: batch, 2: h, 3: w}}).module()
+    first: BaseException | None = None
+    for min_side in dict.fromkeys(max(least, m) for m in (least, 32, 64, 128)):
+        side = example_side or mult * max(2, math.ceil(min_side / mult), 24 // mult)
+        side = max(side, -(-min_side // mult) * mult)
+        x = torch.rand(2, 3, side, side)
+        batch = Dim("batch", min=1, max=1024)
+        lo = math.ceil(min_side / mult)
+        if mult > 1:
+            h, w = mult * Dim("h", min=lo, max=MAX_SIDE // mult), mult * Dim("w", min=lo, max=MAX_SIDE // mult)
+        else:
+            h, w = Dim("h", min=min_side, max=MAX_SIDE), Dim("w", min=min_side, max=MAX_SIDE)
+        with tracking_modules(form) as running:
+            try:
+                gm = export(form, (x,), dynamic_shapes={"x": {0: batch, 2: h, 3: w}}).module()
+                gm.capture_min_size = lo * mult
+                return gm
+            except Exception as exc:  # the user's code: name the op, the module and what to change, in one line
+                if first is None:
+                    path = running.deepest.removeprefix("model.").removeprefix("model")
+                    first = explain_export_failure(exc, form, "int8 capture (dynamic H, W)", path or None)
+                if "constraints violated" not in str(exc).lower():
+                    break
+    raise first  # type: ignore[misc]
 
 
 def pad_to_multiple(x: torch.Tensor, mult: int, min_side: int) -> tuple[torch.Tensor, int, int]:
@@ -75,6 +95,18 @@ def pad_to_multiple(x: torch.Tensor, mult: int, min_side: int) -> tuple[torch.Te
     return F.pad(x, (0, tw - w, 0, th - h), mode="replicate"), h, w
 
 
+def run_padded(graph: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``graph(x)`` for inputs below the capture's minimum side (edge-padded, output cropped back)."""
+    least = int(getattr(graph, "capture_min_size", 1))
+    h, w = x.shape[-2:]
+    if h >= least and w >= least:
+        return graph(x)
+    xp, _, _ = pad_to_multiple(x, 1, least)
+    y = graph(xp)
+    s = y.shape[-1] // xp.shape[-1]
+    return y[..., : h * s, : w * s]
+
+
 class QuantizedSR(nn.Module):
     """A converted PT2E graph (quantize/dequantize around every int8 op) as an SR model: it evaluates in
     PyTorch exactly as the int8 kernels compute (up to rounding), and it is what ``export`` lowers.
@@ -82,11 +114,13 @@ class QuantizedSR(nn.Module):
     ``graph`` holds the quantized model; ``prepared_state`` and ``info`` are what the checkpoint stores.
     """
 
-    def __init__(self, graph: torch.fx.GraphModule, *, name: str, scale: int, target: str, mode: str,
+    def __init__(self, graph: torch.fx.GraphModule, *, spec: ModelSpec, target: str, mode: str,
                  mult: int, min_size: int, config: dict, info: dict | None = None) -> None:
         super().__init__()
         self.graph = graph
-        self.name, self.scale, self.target, self.mode = name, scale, target, mode
+        self.spec, self.target, self.mode = spec, target, mode
+        self.name, self.scale = spec.label, int(spec.scale or 1)
+        self.edgesr_spec = spec
         self.mult, self.min_size, self.config = mult, min_size, config
         self.info = dict(info or {})
         self.quantized = True

@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from ..errors import UsageError
 from .config import QuantConfig, check_target
-from .graph import QuantizedSR, capture, size_multiple
+from ..models import min_size, scale_of, size_multiple, spec_of, unwrap
+from .graph import QuantizedSR, capture, run_padded
 from .quantizers import make_quantizer, unknown_keep_float
 
 Calibration = Sequence[torch.Tensor] | Sequence[str | Path]
@@ -72,16 +73,6 @@ def _spread(paths: list[Path], n: int) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------ shared flow
-def model_name(model: nn.Module) -> str:
-    from ..models._registry import names
-
-    name = getattr(model, "edgesr_name", None)
-    if name:
-        return str(name)
-    cls = type(model).__name__.lower()
-    return next((n for n in names() if n.replace("_", "") == cls), cls)
-
-
 def prepare(model: nn.Module, target: str, cfg: QuantConfig, qat: bool = False,
             keep: Any = None) -> torch.fx.GraphModule:
     """Capture ``model`` and insert the target's observers (PTQ) or fake-quantizers (QAT)."""
@@ -92,14 +83,16 @@ def prepare(model: nn.Module, target: str, cfg: QuantConfig, qat: bool = False,
     if bad:
         raise UsageError(f"quantize: keep_float names no module of the model: {bad[0]!r}")
     quantizer = make_quantizer(target, cfg, qat=qat, keep=keep)
-    return prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
+    prepared = prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
+    prepared.capture_min_size = getattr(gm, "capture_min_size", 1)
+    return prepared
 
 
 @torch.no_grad()
 def calibrate(prepared: torch.fx.GraphModule, inputs: Iterable[torch.Tensor], progress: bool = False) -> None:
     inputs = list(inputs)
     for x in tqdm(inputs, desc="calibrating", unit="img", disable=not progress, leave=False):
-        prepared(x)
+        run_padded(prepared, x)
 
 
 def convert(prepared: torch.fx.GraphModule, target: str) -> torch.fx.GraphModule:
@@ -159,20 +152,20 @@ def finish(model: nn.Module, prepared: torch.fx.GraphModule, target: str, mode: 
     """Keep the prepared state (what a checkpoint stores), convert, wrap as an SR model."""
     state = prepared_state(prepared)
     graph = convert(prepared, target)
-    q = QuantizedSR(graph, name=model_name(model), scale=scale, target=target, mode=mode,
-                    mult=size_multiple(model), min_size=int(getattr(model, "min_size", 1)),
-                    config=dataclasses.asdict(cfg), info=info)
+    from ..reparam import record_of
+
+    net = unwrap(model)[0]
+    spec = spec_of(model).replace(scale=scale, structure=record_of(net) or record_of(model) or None)
+    least = max(min_size(model), int(getattr(prepared, "capture_min_size", 1)))
+    q = QuantizedSR(graph, spec=spec, target=target, mode=mode, mult=size_multiple(model),
+                    min_size=least, config=dataclasses.asdict(cfg), info=info)
     q.prepared_state = state
-    q.fp32_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    q.fp32_config = dict(getattr(model, "edgesr_config", {}) or {})
+    q.fp32_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     return q
 
 
 def model_scale(model: nn.Module) -> int:
-    scale = getattr(model, "scale", None) or getattr(model, "upscale", None)
-    if scale is None:
-        raise UsageError("quantize: the model does not say its scale (expected a model from edgesr.models.create)")
-    return int(scale)
+    return scale_of(model)
 
 
 # ------------------------------------------------------------------------------------------ PTQ

@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from ..errors import UsageError
 from .config import QuantConfig, check_target
-from .graph import QuantizedSR, export_form, size_multiple
+from ..models import size_multiple, spec_of
+from .graph import QuantizedSR, export_form, run_padded
 from .ptq import calibrate, calibration_inputs, finish, guard_outliers, model_scale, prepare
 
 
@@ -67,7 +68,7 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
             prepared.apply(disable_observer)
         for group in opt.param_groups:  # cosine to 1 % of the start
             group["lr"] = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / max(1, cfg.iterations))))
-        sr = prepared(lr_img)
+        sr = run_padded(prepared, lr_img)
         loss = cfg.gt_weight * F.l1_loss(sr, hr)
         if cfg.kd_weight > 0:
             with torch.no_grad():
@@ -80,5 +81,5 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
         bar.set_postfix(loss=f"{last['loss']:.4f}")
     move_exported_model_to_eval(prepared)
     info = {"iterations": cfg.iterations, "final_loss": last.get("loss"), "calibration_images": len(calib),
-            "teacher": getattr(teacher, "edgesr_name", None) if teacher is not None else "self", **guard_info}
+            "teacher": (spec_of(teacher).label if teacher is not None else "self"), **guard_info}
     return finish(model, prepared, target, "qat", cfg, scale, info)

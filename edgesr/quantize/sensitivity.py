@@ -11,7 +11,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import QuantConfig, check_target
-from .graph import capture, export_form, size_multiple
+from ..models import size_multiple
+from .graph import capture, export_form
 from .ptq import Calibration, calibrate, calibration_inputs, convert, model_scale
 from .quantizers import conv_nodes, make_quantizer, module_path
 

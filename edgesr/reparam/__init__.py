@@ -7,31 +7,54 @@ Plain functions from model to model (each edits in place and returns the model):
 * ``collapse(model)`` — every block back into one ``nn.Conv2d``;
 * ``fold_norms(model)`` — affine normalisations into the convs that consume them, where exact;
 * ``shift_to_conv(model, mode)`` — SCNet's Shift8 as a depthwise conv or fused into the next 1×1 conv;
-* ``deploy(model)`` — all of the above that applies: the graph quantization and export consume.
+* ``deploy(model)`` — all of the above that applies: the graph quantization and export consume;
+* ``export_friendly(model)`` — the export form of any architecture (see :mod:`edgesr.reparam.forms`).
 
-Checkpoints record the structure (``"reparam"`` entry, see ``transform_of``) and
-``edgesr.models.create`` rebuilds it before loading.
+Checkpoints record the structure (``"reparam"`` entry, see ``transform_of``) and ``load(spec)`` rebuilds
+it before the strict load.
 """
 
-from .blocks import ECBConv, EdgeBranch, RepConv, RepVGGConv, SESRConv
-from .fold import ChannelNorm, fold_affine_into_conv, fold_norms
-from .shift import fuse_shift_conv, shift_as_depthwise, shift_to_conv
-from .transforms import (
-    DEFAULT_SHIFT,
-    KINDS,
-    collapse,
-    deploy,
-    eligible,
-    expand,
-    expand_targets,
-    inplace_ops,
-    parse_expand,
-    rebuild,
-    record_of,
-    transform_of,
-)
+from __future__ import annotations
 
-__all__ = ["expand", "parse_expand", "collapse", "fold_norms", "shift_to_conv", "deploy", "rebuild", "transform_of",
-           "record_of", "eligible", "expand_targets", "inplace_ops", "KINDS", "DEFAULT_SHIFT", "RepConv", "RepVGGConv",
-           "ECBConv", "SESRConv", "EdgeBranch", "ChannelNorm", "fold_affine_into_conv", "fuse_shift_conv",
-           "shift_as_depthwise"]
+import importlib
+from typing import Any
+
+# Attributes load lazily, so `edgesr --help` (which imports this package's command module) loads no torch.
+_LAZY = {
+    "ECBConv": "blocks",
+    "EdgeBranch": "blocks",
+    "RepConv": "blocks",
+    "RepVGGConv": "blocks",
+    "SESRConv": "blocks",
+    "fold_affine_into_conv": "fold",
+    "fold_norms": "fold",
+    "batchnorm_affine": "fold",
+    "ChannelNorm": "fold",
+    "applicable_rewrites": "forms",
+    "export_friendly": "forms",
+    "fp16_safe_norms": "forms",
+    "fuse_shift_conv": "shift",
+    "shift_as_depthwise": "shift",
+    "shift_to_conv": "shift",
+    "DEFAULT_SHIFT": "transforms",
+    "KINDS": "transforms",
+    "collapse": "transforms",
+    "deploy": "transforms",
+    "eligible": "transforms",
+    "expand": "transforms",
+    "expand_targets": "transforms",
+    "inplace_ops": "transforms",
+    "load": "transforms",
+    "parse_expand": "transforms",
+    "rebuild": "transforms",
+    "record_of": "transforms",
+    "transform_of": "transforms",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

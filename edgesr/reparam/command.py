@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import _add_model_args
+from ..cliargs import add_model_args, check_output_path, model_spec, nonneg_int, positive_int, spec_flags, write_json
 
 KIND_CHOICES = ("repvgg", "ecb", "sesr")
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``reparam`` verb to the ``edgesr`` command."""
     p = sub.add_parser("reparam", help="expand / collapse / deploy a model (structural reparameterization)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_model_args(p, "weights file (raw state_dict, BasicSR or edgesr checkpoint, also an expanded one) or "
+    add_model_args(p, "weights file (raw state_dict, BasicSR or edgesr checkpoint, also an expanded one) or "
                        "'zoo'; default: random init")
     p.add_argument("--out", required=True, help="output edgesr checkpoint (written atomically)")
     mode = p.add_mutually_exclusive_group()
@@ -60,9 +60,9 @@ def cmd_reparam(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import UsageError
-    from ..models import create, resolve_weights, save_checkpoint
+    from ..models import describe, min_size, resolve_weights, save_checkpoint, size_multiple
     from ..models.checkpoint import is_edgesr_checkpoint, read_checkpoint
-    from . import collapse, deploy, expand, record_of
+    from . import collapse, deploy, expand, load, record_of
 
     out = Path(args.out)
     if not out.parent.is_dir():
@@ -73,7 +73,8 @@ def cmd_reparam(args: argparse.Namespace) -> int:
         raise UsageError("--depth-multiplier only applies to --expand ecb")
     if args.shift is not None and (args.expand or args.collapse):
         raise UsageError("--shift only applies to --deploy")
-    model = create(args.model, args.scale, weights=args.weights, param_key=args.param_key)
+    spec = model_spec(args)
+    model = load(spec)
     before = copy.deepcopy(model)
     if args.expand:
         options = {k: v for k, v in (("expansion", args.expansion), ("depth_multiplier", args.depth_multiplier))
@@ -85,19 +86,20 @@ def cmd_reparam(args: argparse.Namespace) -> int:
         model, what = collapse(model), "collapsed"
     else:
         model, what = deploy(model, shift=args.shift), "deployed"
-    size = 8 * max(2, -(-getattr(model, "min_size", 1) // 8))  # >= min size, multiple of 8 (SAFMN pooling)
+    mult = max(8, size_multiple(model))
+    size = mult * max(2, -(-min_size(model) // mult))  # >= min size, a multiple of the model's size multiple
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = float((model.eval()(x) - before.eval()(x)).abs().max())
     config, recipe, extra = {}, None, {}
     if args.weights is not None:
-        ckpt = read_checkpoint(resolve_weights(args.weights, args.model, args.scale))
+        ckpt = read_checkpoint(resolve_weights(spec))
         if is_edgesr_checkpoint(ckpt):
             config, recipe = ckpt.get("config") or {}, ckpt.get("recipe")
             extra = {k: ckpt[k] for k in ("train",) if k in ckpt}
     extra["reparam"] = record_of(model)
     extra["source"] = str(args.weights) if args.weights is not None else None
-    save_checkpoint(out, model, model_name=args.model, scale=args.scale, config=config, recipe=recipe, extra=extra)
-    print(f"{args.model} x{args.scale} {what}: {sum(p.numel() for p in model.parameters()):,} weights, "
+    save_checkpoint(out, model, config=config or None, recipe=recipe, extra=extra)
+    print(f"{describe(spec)} {what}: {sum(p.numel() for p in model.parameters()):,} weights, "
           f"max |Δ| vs input model {diff:.2e} on a random {size}×{size} input -> {out}")
     return 0

@@ -12,13 +12,12 @@ A norm's affine part ``y = n·s + t`` (per channel) feeding a conv ``W``:
   order as the original ``n·s + t`` — so this is exact up to rounding for any nonzero s (a zero s is floored
   at 1e-12, a change below 1e-12·|W·n|).
 
-Which consumer reads which norm is a fact of each architecture, listed here per family (no graph
-tracing): EIMN BN1 → ``attn.proj_value.0`` and ``attn.proj_query.0``, BN2 → ``mlp.linear_in``, DFFM's
-LayerNorm → ``global_reduce`` and ``local_reduce`` (the spatial mean between is linear); LAMNet's
-pre-norms → ``proj_in`` / ``project_in``; SAFMN ``norm2`` scale → ``ccm.0``. Norms whose output also feeds
-a residual, a gate or a pooling (EIMN stage norms, SAFMN ``norm1``) stay. The structure after folding
-depends only on the architecture, never on weight values, so a folded checkpoint reloads into
-``fold_norms(fresh model)``.
+Which consumer reads which norm is a fact of each architecture, and lives in its file: a block's
+``norm_folds()`` lists (norm attribute, the convs that read it, whether the shift folds too). E.g. EIMN
+BN1 → ``attn.proj_value.0`` and ``attn.proj_query.0``; SAFMN ``norm2`` → ``ccm.0`` (3×3: scale only). Norms
+whose output also feeds a residual, a gate or a pooling (EIMN stage norms, SAFMN ``norm1``) are not listed.
+The structure after folding depends only on the architecture, never on weight values, so a folded
+checkpoint reloads into ``fold_norms(fresh model)``.
 """
 
 from __future__ import annotations
@@ -27,49 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import eimn, lamnet, safmn
+from ..models.layers import ChannelNorm
 
 __all__ = ["ChannelNorm", "fold_norms", "fold_affine_into_conv", "batchnorm_affine"]
-
-
-class ChannelNorm(nn.Module):
-    """Channels-first LayerNorm whose affine parts are optional: what is left of a norm after folding.
-
-    ``d * rsqrt(mean(d²) + eps)``. Eager PyTorch takes ``mean(dim=1)``; under ``torch.export`` (or with
-    ``conv_mean``, set by the rewrite ``layer_norm_conv_mean``) the channel means are 1×1 convs with a constant
-    1/C kernel, because XNNPACK leaves ``mean(dim=1)`` on portable kernels — while in eager PyTorch that conv made
-    SAFMN's deploy form 13 % slower than its eval form (``benchmarks/reparam.py``). Equal to the models' norms up
-    to float rounding.
-    """
-
-    def __init__(self, dim: int, eps: float, weight: bool = False, bias: bool = False) -> None:
-        super().__init__()
-        self.dim, self.eps = dim, float(eps)
-        self.weight = nn.Parameter(torch.ones(dim)) if weight else None
-        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
-        self.register_buffer("avg", torch.full((1, dim, 1, 1), 1.0 / dim), persistent=False)
-        self.prescale = 1.0  # fp16 export: see edgesr.export.rewrites.fp16_safe_norms
-        self.conv_mean = False  # export: see the class docstring
-
-    def _mean(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv_mean or torch.compiler.is_exporting():
-            return F.conv2d(x, self.avg)
-        return x.mean(dim=1, keepdim=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = x - self._mean(x)
-        eps = self.eps
-        if self.prescale != 1.0:
-            d, eps = d * self.prescale, eps * self.prescale ** 2
-        y = d * torch.rsqrt(self._mean(d * d) + eps)
-        if self.weight is not None:
-            y = y * self.weight[:, None, None]
-        if self.bias is not None:
-            y = y + self.bias[:, None, None]
-        return y
-
-    def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}, weight={self.weight is not None}, bias={self.bias is not None}"
 
 
 def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,60 +72,60 @@ def _unpadded(conv: nn.Conv2d) -> bool:
 
 
 def _affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) of the affine part of one of the models' channel norms, float64, shape [C]."""
+    """(scale, shift) of a norm's affine part, float64, shape [C] (ones / zeros where a part is absent)."""
     if isinstance(norm, nn.BatchNorm2d):
         return batchnorm_affine(norm)
-    if isinstance(norm, lamnet.LayerNormUnchanged):
-        return norm.alpha.detach().double().flatten(), norm.beta.detach().double().flatten()
-    return norm.weight.detach().double(), norm.bias.detach().double()
+    scale, shift = norm.affine()
+    c = norm.dim
+    s = scale.detach().double().flatten() if scale is not None else torch.ones(c, dtype=torch.float64)
+    t = shift.detach().double().flatten() if shift is not None else torch.zeros(c, dtype=torch.float64)
+    return s, t
 
 
-def _fold_into(norm: nn.Module, convs: list[nn.Module]) -> bool:
-    """Fold the whole affine part of ``norm`` into every one of ``convs`` (all 1×1, no padding)."""
-    if not all(type(c) is nn.Conv2d and c.kernel_size == (1, 1) and c.groups == 1 for c in convs):
-        return False  # e.g. still expanded: collapse first
-    s, t = _affine(norm)
-    for conv in convs:
-        fold_affine_into_conv(conv, s, t)
-    return True
+def _foldable(norm: nn.Module) -> bool:
+    return isinstance(norm, nn.BatchNorm2d) or (isinstance(norm, ChannelNorm) and any(
+        p is not None for p in norm.affine()))
 
 
-def _plain(norm: nn.Module, *, bias: bool = False) -> ChannelNorm:
+def _plain(norm: nn.Module, *, bias: bool = False) -> nn.Module:
+    """What is left of ``norm`` once its affine part is folded: nothing for a BatchNorm, the bare
+    normalisation for a LayerNorm."""
+    if isinstance(norm, nn.BatchNorm2d):
+        return nn.Identity()
     p = next(norm.parameters())
-    return ChannelNorm(p.numel(), norm.eps, bias=bias).to(device=p.device, dtype=p.dtype)
+    return ChannelNorm(norm.dim, norm.eps, weight=False, bias=bias).to(device=p.device, dtype=p.dtype)
 
 
 @torch.no_grad()
-def fold_norms(model: nn.Module) -> nn.Module:
-    """Fold every foldable norm (see the module docstring) in place; returns ``model`` in eval mode.
+def fold_norms(model: nn.Module, batchnorm_only: bool = False) -> nn.Module:
+    """Fold every norm a block lists in ``norm_folds()`` into its consumers, in place; returns ``model`` in
+    eval mode. ``batchnorm_only``: fold BatchNorms alone (the export form, which keeps LayerNorms).
 
-    BatchNorm folds with its running statistics, i.e. eval-mode semantics. Convs that are still expanded
-    multi-branch blocks are skipped (``deploy`` collapses first).
+    BatchNorm folds with its running statistics, i.e. eval-mode semantics. Consumers that are still
+    expanded multi-branch blocks are skipped (``deploy`` collapses first).
     """
     model.eval()
-    for m in list(model.modules()):
-        if isinstance(m, eimn.EIMNBlock):
-            if isinstance(m.norm1, nn.BatchNorm2d) and _fold_into(m.norm1, [m.attn.proj_value[0],
-                                                                            m.attn.proj_query[0]]):
-                m.norm1 = nn.Identity()
-            if isinstance(m.norm2, nn.BatchNorm2d) and _fold_into(m.norm2, [m.mlp.linear_in]):
-                m.norm2 = nn.Identity()
-        elif isinstance(m, eimn.DFFM) and isinstance(m.norm, eimn.ChannelsFirstLayerNorm):
-            # n is read by local_reduce and, through the (linear) spatial mean, by global_reduce.
-            if _fold_into(m.norm, [m.global_reduce, m.local_reduce]):
-                m.norm = _plain(m.norm)
-        elif isinstance(m, lamnet.PreNormResidual) and isinstance(m.norm, lamnet.LayerNormUnchanged):
-            first = m.fn.proj_in if isinstance(m.fn, lamnet.LSAMixer) else getattr(m.fn, "project_in", None)
-            if first is not None and _fold_into(m.norm, [first]):
-                m.norm = _plain(m.norm)
-        elif isinstance(m, safmn.AttBlock) and isinstance(m.norm2, safmn.ChannelsFirstLayerNorm):
-            conv = m.ccm.ccm[0]
-            if type(conv) is nn.Conv2d and conv.groups == 1:  # 3×3 with zero padding: the scale only
-                s, t = _affine(m.norm2)
+    for block in list(model.modules()):
+        if not hasattr(block, "norm_folds"):
+            continue
+        for attr, convs, shift_ok in block.norm_folds():
+            norm = getattr(block, attr)
+            if not _foldable(norm) or (batchnorm_only and not isinstance(norm, nn.BatchNorm2d)):
+                continue
+            if any(type(c) is not nn.Conv2d or c.groups != 1 for c in convs):
+                continue  # e.g. still expanded: collapse first
+            s, t = _affine(norm)
+            if shift_ok and all(_unpadded(c) for c in convs):
+                for conv in convs:
+                    fold_affine_into_conv(conv, s, t)
+                setattr(block, attr, _plain(norm))
+            elif not isinstance(norm, nn.BatchNorm2d):  # padded consumer: n·s + t = s·(n + t/s)
                 s = _nonzero(s)
-                fold_affine_into_conv(conv, s, None)
-                m.norm2 = _plain(m.norm2, bias=True)
-                m.norm2.bias.copy_((t / s).to(m.norm2.bias.dtype))
+                for conv in convs:
+                    fold_affine_into_conv(conv, s, None)
+                plain = _plain(norm, bias=True)
+                plain.bias.copy_((t / s).to(plain.bias.dtype))
+                setattr(block, attr, plain)
     return model
 
 

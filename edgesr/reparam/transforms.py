@@ -9,18 +9,21 @@ values, so ``rebuild(fresh model, record)`` always has exactly the saved keys an
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import nn
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..models import ModelSpec
 from .blocks import ECBConv, RepConv, RepVGGConv, SESRConv
 from .fold import fold_norms
 from .shift import ShiftMode, shift_to_conv
 
 __all__ = ["KINDS", "DEFAULT_SHIFT", "eligible", "expand_targets", "parse_expand", "expand", "collapse", "deploy",
-           "record_of", "transform_of", "rebuild", "inplace_ops"]
+           "record_of", "transform_of", "rebuild", "inplace_ops", "load"]
 
 KINDS: dict[str, type[RepConv]] = {"repvgg": RepVGGConv, "ecb": ECBConv, "sesr": SESRConv}
 
@@ -195,3 +198,35 @@ def inplace_ops(model: nn.Module, *inputs: torch.Tensor) -> list[str]:
     with torch.no_grad(), _Watch():
         model(*inputs)
     return sorted(set(found))
+
+
+def load(spec: "ModelSpec") -> nn.Module:
+    """A float model from any checkpoint short of int8: plain, expanded or deployed (the structure recorded
+    in the checkpoint, or in ``spec.structure``, is rebuilt before the strict load)."""
+    from ..models import (ModelSpec, build, extract_state_dict, is_edgesr_checkpoint, load_state_dict_strict,
+                          read_checkpoint, resolve_weights, unwrap)
+
+    ckpt = read_checkpoint(resolve_weights(spec)) if spec.weights is not None else None
+    record = dict(spec.structure or {})
+    if ckpt is not None and is_edgesr_checkpoint(ckpt):
+        record = record or transform_of(ckpt)
+    if not record:
+        return build(spec)
+    bare = spec.replace(weights=None, structure=None)
+    if ckpt is not None and is_edgesr_checkpoint(ckpt):
+        recorded = ckpt.get("spec") if isinstance(ckpt.get("spec"), dict) else {}
+        if not bare.kwargs:
+            bare.kwargs = dict(recorded.get("kwargs") or ckpt.get("config") or {})
+        if recorded.get("input_range") and bare.input_range == 1.0:
+            bare.input_range = float(recorded["input_range"])
+    torch.manual_seed(0)
+    model = build(bare)
+    net = unwrap(model)[0]
+    rebuild(net, record)
+    if model is not net:
+        _set_record(model, record_of(net))
+    if ckpt is not None:
+        state = extract_state_dict(ckpt, spec.param_key, source=str(spec.weights))
+        load_state_dict_strict(net, state, f"{bare.label} x{bare.scale}", str(spec.weights))
+    model.edgesr_spec = ModelSpec.from_json({**bare.to_json(), "weights": spec.weights, "structure": record})
+    return model.eval()

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..io_utils import atomic_path
 from ..errors import EdgesrError
 from . import crops as _crops
 from . import plots as _plots
@@ -142,19 +143,10 @@ def build_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     interrupted build leaves the previous report (or none), never half of one.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_path(out_dir, directory=True) as tmp:
+        tmp.mkdir()
         _build_into(results, tmp)
         os.chmod(tmp, 0o755)
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / "report.html"
 
 

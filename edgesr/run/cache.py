@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import __version__
+from ..io_utils import sha256_of
 from ..errors import EdgesrError
 from ..io_utils import atomic_write_text
 
@@ -63,12 +64,7 @@ def stage_key(unit: str, config: Any, upstream: dict[str, str] | None = None,
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_sha256 = sha256_of
 
 
 def folder_fingerprint(folder: str | Path) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 from .. import __version__
 from ..config import to_dict
-from ..errors import EdgesrError
+from ..errors import EdgesrError, one_line
 from . import stages
 from .cache import (RunError, StageResult, clean_stale, file_sha256, files_fingerprint, folder_fingerprint,
                     run_cached, run_lock, stage_dir, stage_key, work_dir)
@@ -69,10 +69,10 @@ class Plan:
     teacher: Weights | None
 
 
-def _given(weights: str, name: str, scale: int, role: str) -> Weights:
+def _given(weights: str, name: Any, scale: int, role: str) -> Weights:
     from ..models import resolve_weights
 
-    return Weights(weights, {}, {role: file_sha256(resolve_weights(weights, name, scale))})
+    return Weights(weights, {}, {role: file_sha256(resolve_weights(stages.model_spec(name, scale, weights)))})
 
 
 def _data_fp(folders: list[Path], default: tuple[str, ...]) -> str:
@@ -88,7 +88,8 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
 
     units: list[Unit] = []
     keys: dict[str, str] = {}
-    name, scale = r.model.name, r.model.scale
+    name, scale = r.model.ref(), r.model.scale
+    label = r.model.label
 
     def add(unit: str, kind: str, title: str, config: Any, fn: Callable[[Path], dict[str, Any]],
             w: list[Weights] = (), files: dict[str, str] | None = None) -> str:
@@ -131,7 +132,7 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
         config = to_dict(dtr)
         config["teacher"]["weights"] = None   # identified by upstream key / file hash, not by its path
         init = [_given(r.model.weights, name, scale, "student_init")] if r.model.weights else []
-        add("distill", "distill", f"distill {name} x{scale} from {r.teacher.name}: {dtr.iterations} iterations",
+        add("distill", "distill", f"distill {label} x{scale} from {r.teacher.name}: {dtr.iterations} iterations",
             config, lambda d: stages.train_model(distill_train_recipe(r, teacher.text),
                                                  work_dir(out, "distill", keys["distill"]), d, progress),
             [teacher, *init], {"train_data": ",".join(folder_fingerprint(f) for f in dtr.data.train)})
@@ -139,7 +140,7 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
     elif r.model.weights is not None:
         base = _given(r.model.weights, name, scale, "model")
     else:
-        add("init", "init", f"model {name} x{scale}: random init (seed {r.seed})", {"name": name, "scale": scale,
+        add("init", "init", f"model {label} x{scale}: random init (seed {r.seed})", {"name": name, "scale": scale,
             "seed": r.seed}, lambda d: stages.init_model(name, scale, r.seed, d))
         base = produced("init", "init.pt")
 
@@ -147,7 +148,7 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
     fp32 = base
     if r.reparam is not None:
         shift = r.reparam.shift
-        add("reparam", "reparam", f"reparameterize {name} x{scale} (deploy graph)", {"name": name, "scale": scale,
+        add("reparam", "reparam", f"reparameterize {label} x{scale} (deploy graph)", {"name": name, "scale": scale,
             "shift": shift}, lambda d: stages.reparam(name, scale, base.text, shift, d), [base])
         fp32 = produced("reparam", "deployed.pt")
 
@@ -160,7 +161,7 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
             unit = f"quantize {target}"
             what = "QAT" if method == "qat" else "PTQ"
             extra = [teacher] if (method == "qat" and teacher is not None) else []
-            add(unit, "quantize", f"quantize {name} x{scale} for {target}: {what} int8"
+            add(unit, "quantize", f"quantize {label} x{scale} for {target}: {what} int8"
                 + (" + per-layer sensitivity" if target in q.sensitivity else ""),
                 {"name": name, "scale": scale, "target": target, "method": method, "config": to_dict(cfg),
                  "sensitivity": target in q.sensitivity, "sensitivity_layers": q.sensitivity_layers},
@@ -187,7 +188,7 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
                         name, scale, fp32.text, target, precision, size, qw.text if qw else None, d,
                         stage_dir(out, unit, keys[unit])),
                     [fp32] + ([qw] if qw else []))
-                fname = f"{name}_x{scale}_{precision}{BUILTIN_TARGETS[target]['suffix']}"
+                fname = f"{label}_x{scale}_{precision}{BUILTIN_TARGETS[target]['suffix']}"
                 artifacts[(target, precision)] = stage_dir(out, unit, keys[unit]) / fname
 
     # check ------------------------------------------------------------------------------------
@@ -271,9 +272,12 @@ def preflight(r: RunRecipe) -> None:
                            "the quantize section and int8 exports to run the rest") from None
     if r.export is not None:
         from ..export.exporters import check_input_size
-        from ..models import create
+        from ..models import build, kind_of, probe_sizes
 
-        check_input_size(create(r.model.name, r.model.scale), tuple(r.export.input_size), r.model.name)
+        model = build(stages.model_spec(r.model.ref(), r.model.scale))
+        if kind_of(r.model.name) != "registry":
+            probe_sizes(model, r.model.scale)
+        check_input_size(model, tuple(r.export.input_size), r.model.label)
 
 
 # --------------------------------------------------------------------------------- display
@@ -417,7 +421,7 @@ def run(r: RunRecipe, out: str | Path, *, command: str = "", progress: bool = Tr
         verbose = verbose or not can_capture
         total = len(plan.units) + (r.report is not None)
         display = Display(stream, total, enabled=progress)
-        display.line(f"edgesr run: {r.model.name} x{r.model.scale} -> {out} ({total} stages; "
+        display.line(f"edgesr run: {r.model.label} x{r.model.scale} -> {out} ({total} stages; "
                      f"library output in {out / LOGS_DIR})")
         done: dict[str, StageResult] = {}
         for i, unit in enumerate(plan.units, 1):
@@ -481,13 +485,13 @@ def _run_unit(plan: Plan, unit: Unit, i: int, display: Display, verbose: bool, c
         if debug:
             raise
         if exc.exit_code == 130:  # training saved its state on Ctrl-C/SIGTERM
-            raise RunInterrupted(f"interrupted during '{unit.title}' ({_one_line(exc)}); run the same command "
+            raise RunInterrupted(f"interrupted during '{unit.title}' ({one_line(exc)}); run the same command "
                                  "again to resume") from None
-        raise RunError(f"stage '{unit.title}' failed: {_one_line(exc)}" + (f" (log: {log})" if log else "")) from None
+        raise RunError(f"stage '{unit.title}' failed: {one_line(exc)}" + (f" (log: {log})" if log else "")) from None
     except Exception as exc:  # noqa: BLE001 - a library failure inside a stage: one line, and where the log is
         if debug:
             raise
-        err = RunError(f"stage '{unit.title}' failed: {type(exc).__name__}: {_one_line(exc)}"
+        err = RunError(f"stage '{unit.title}' failed: {type(exc).__name__}: {one_line(exc)}"
                        + (f" (log: {log})" if log else ""))
         err.exit_code = 1
         raise err from None
@@ -495,9 +499,6 @@ def _run_unit(plan: Plan, unit: Unit, i: int, display: Display, verbose: bool, c
     return result
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:400] + " ...") if len(text) > 400 else (text or type(exc).__name__)
 
 
 # ------------------------------------------------------------------------------ results
@@ -508,10 +509,10 @@ def _read(result: StageResult) -> dict[str, Any]:
 def collect(plan: Plan, done: dict[str, StageResult], command: str) -> dict[str, Any]:
     """Everything the report shows, from the finished stages (see edgesr.report.build for the format)."""
     from ..data.imresize import imresize
-    from ..export.check import _machine
+    from ..host import machine as _machine
 
     r = plan.recipe
-    name, scale = r.model.name, r.model.scale
+    name, scale = r.model.label, r.model.scale
     benches = stages.open_eval(r.data.eval, scale)
     rows: list[dict[str, Any]] = []
     notes: list[str] = []

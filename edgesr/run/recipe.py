@@ -11,20 +11,32 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import RecipeError, apply_overrides, from_dict, read_yaml, to_dict
+from ..targets import NAMES, QUANTIZABLE, TABLE
 
-QUANT_TARGETS: tuple[str, ...] = ("executorch", "tflite", "coreml")
-EXPORT_TARGETS: tuple[str, ...] = ("executorch", "tflite", "coreml", "onnx")
-EXPORT_PRECISIONS: dict[str, tuple[str, ...]] = {"executorch": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8"),
-                                                 "coreml": ("fp32", "fp16", "int8"), "onnx": ("fp32",)}
+QUANT_TARGETS: tuple[str, ...] = QUANTIZABLE
+EXPORT_TARGETS: tuple[str, ...] = NAMES
+EXPORT_PRECISIONS: dict[str, tuple[str, ...]] = {n: t.precisions for n, t in TABLE.items()}
 
 
 @dataclass
 class ModelSpec:
     """The network that is deployed (the student, when there is a ``distill`` stage)."""
 
-    name: str
+    name: str                           # a registry name, path/to/file.py:NAME or package.module:NAME
     scale: int = 4
     weights: str | None = None          # "zoo", a weights file, or none (random init; the start of distill)
+    kwargs: dict[str, Any] = field(default_factory=dict)   # for the class or factory of a user network
+    input_range: float = 1.0            # 255 for networks that take 0-255 inputs
+
+    def ref(self) -> str | dict[str, Any]:
+        """What the stages take: the name alone, or the name with its kwargs and input range."""
+        if not self.kwargs and self.input_range == 1.0:
+            return self.name
+        return {"model": self.name, "kwargs": dict(self.kwargs), "input_range": float(self.input_range)}
+
+    @property
+    def label(self) -> str:
+        return self.name.rpartition(":")[2] if ":" in self.name else self.name
 
 
 @dataclass
@@ -246,12 +258,21 @@ def recipe_dict(r: RunRecipe) -> dict[str, Any]:
 
 
 def _check_models(r: RunRecipe) -> None:
-    from ..models import names
+    from ..errors import EdgesrError
+    from ..models import ModelSpec, build, kind_of
 
-    known = names()
     for where, name in (("model.name", r.model.name), ("teacher.name", r.teacher.name if r.teacher else None)):
-        if name is not None and name not in known:
-            raise RecipeError(f"{where}: unknown model {name!r} (see `edgesr models`)")
+        if name is None:
+            continue
+        try:
+            kind = kind_of(name)
+        except EdgesrError as exc:
+            raise RecipeError(f"{where}: {exc}") from None
+        if kind in ("file", "module") and where == "model.name":  # import it now: a bad file fails before any work
+            try:
+                build(ModelSpec(name, r.model.scale, kwargs=dict(r.model.kwargs), input_range=r.model.input_range))
+            except EdgesrError as exc:
+                raise RecipeError(f"{where}: {exc}") from None
     for where, name, weights, scale in (
             ("model.weights", r.model.name, r.model.weights, r.model.scale),
             ("teacher.weights", r.teacher.name if r.teacher else "", r.teacher.weights if r.teacher else None,

@@ -31,15 +31,37 @@ def data_args(folders: Sequence[Path]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ model stages
+def model_spec(model: Any, scale: int, weights: str | None = None) -> Any:
+    """The edgesr.models.ModelSpec of a recipe's model entry."""
+    from ..models import ModelSpec
+
+    if isinstance(model, dict):
+        return ModelSpec(model["model"], scale, weights=weights, kwargs=dict(model.get("kwargs") or {}),
+                         input_range=float(model.get("input_range") or 1.0))
+    return ModelSpec(str(model), scale, weights=weights)
+
+
+def label(model: Any) -> str:
+    """File-name-safe short name of a recipe's model (``MySR`` for ``nets/my_sr.py:MySR``)."""
+    return model_spec(model, 1).label
+
+
+def _load(model: Any, scale: int, weights: str | None = None) -> Any:
+    """Whatever ``weights`` holds (plain, reparameterized or int8) for the recipe's model."""
+    from ..quantize.checkpoint import load_model
+
+    return load_model(model_spec(model, scale, weights))
+
+
 def init_model(name: str, scale: int, seed: int, out: Path) -> dict[str, Any]:
     """A seeded random init saved as a checkpoint, so every later stage starts from the same weights."""
     import torch
 
-    from ..models import create, save_checkpoint
+    from ..models import save_checkpoint
 
     torch.manual_seed(seed)
-    model = create(name, scale)
-    save_checkpoint(out / "init.pt", model, model_name=name, scale=scale, extra={"source": f"random init, seed {seed}"})
+    model = _load(name, scale)
+    save_checkpoint(out / "init.pt", model, extra={"source": f"random init, seed {seed}"})
     return {"weights": "init.pt"}
 
 
@@ -68,18 +90,18 @@ def reparam(name: str, scale: int, weights: str, shift: str | None, out: Path) -
 
     import torch
 
-    from ..models import create, save_checkpoint
+    from ..models import min_size, save_checkpoint, size_multiple
     from ..reparam import deploy, record_of
 
-    model = create(name, scale, weights=weights)
+    model = _load(name, scale, weights)
     before = copy.deepcopy(model)
     model = deploy(model, shift=shift)
-    size = 8 * max(2, -(-int(getattr(model, "min_size", 1)) // 8))
+    mult = max(8, size_multiple(model))
+    size = mult * max(2, -(-min_size(model) // mult))
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = float((model(x) - before(x)).abs().max())
-    save_checkpoint(out / "deployed.pt", model, model_name=name, scale=scale,
-                    extra={"reparam": record_of(model), "source": weights})
+    save_checkpoint(out / "deployed.pt", model, extra={"reparam": record_of(model), "source": weights})
     return {"weights": "deployed.pt", "max_abs_diff": diff}
 
 
@@ -133,25 +155,21 @@ def open_eval(folders: Sequence[Path], scale: int) -> list[Any]:
 def quantize(name: str, scale: int, weights: str, target: str, method: str, cfg: Any, calib_folders: Sequence[Path],
              train_folders: Sequence[Path], teacher: tuple[str, str] | None, sensitivity: bool,
              out: Path, sensitivity_layers: int | None = None) -> dict[str, Any]:
-    """PTQ or QAT for one target (edgesr.quantize), saved so ``create(name, scale, weights=...)`` reloads it;
+    """PTQ or QAT for one target (edgesr.quantize), saved so ``edgesr.quantize.load`` reloads it;
     optionally the per-layer sensitivity (PSNR drop when only that layer is int8)."""
     from .. import quantize as q
-    from ..models import create
 
-    model = create(name, scale, weights=weights)
+    model = _load(name, scale, weights)
     calib = calibration_data(calib_folders, scale, int(cfg.calib_size), int(cfg.calib_patch))
     if method == "qat":
-        t = create(teacher[0], scale, weights=teacher[1]) if teacher else None
+        t = _load(teacher[0], scale, teacher[1]) if teacher else None
         qmodel = q.qat(model, target, training_folders(train_folders or calib_folders, out), cfg, teacher=t)
     else:
         qmodel = q.ptq(model, target, calib, cfg)
-    from ..reparam import record_of
-
-    # the fp32 graph's structure (deployed/expanded), so the loader can rebuild it before loading its weights
-    q.save_quantized(qmodel, out / "quantized.pt", extra={"reparam": record_of(model)})
+    q.save_quantized(qmodel, out / "quantized.pt")  # records the structure (deployed/expanded) itself
     outputs: dict[str, Any] = {"weights": "quantized.pt", "method": method}
     if sensitivity:
-        fp32 = create(name, scale, weights=weights)
+        fp32 = _load(name, scale, weights)
         layers = None
         if sensitivity_layers is not None:
             from ..quantize.sensitivity import layer_names
@@ -176,7 +194,9 @@ def spread(items: Sequence[str], n: int) -> list[str]:
 # ---------------------------------------------------------------------------------- export
 def export_command(name: str, scale: int, weights: str, target: str, precision: str, size: tuple[int, int],
                    artifact: Path, quantized: str | None) -> str:
-    parts = ["edgesr", "export", "--model", name, "--scale", scale, "--weights", weights]
+    from ..cliargs import spec_flags
+
+    parts = ["edgesr", "export", *spec_flags(model_spec(name, scale, weights))]
     if quantized:
         parts += ["--quantized", quantized]
     parts += ["--target", target, "--precision", precision, "--input-size", f"{size[0]}x{size[1]}", "--out", artifact]
@@ -186,17 +206,14 @@ def export_command(name: str, scale: int, weights: str, target: str, precision: 
 def export(name: str, scale: int, weights: str, target: str, precision: str, size: tuple[int, int],
            quantized: str | None, out: Path, final_dir: Path) -> dict[str, Any]:
     """One artifact (+ sidecar) for ``target`` at ``precision``; int8 comes from the quantize stage's model."""
-    from ..export import ModelRef
     from ..export import export as export_artifact
-    from ..export.spec import BUILTIN_TARGETS
-    from ..models import create
+    from ..targets import suffix
 
-    fname = f"{name}_x{scale}_{precision}{BUILTIN_TARGETS[target]['suffix']}"
-    model = create(name, scale, weights=weights)
-    qmodel = create(name, scale, weights=quantized) if quantized else None
+    fname = f"{label(name)}_x{scale}_{precision}{suffix(target)}"
+    model = _load(name, scale, weights)
+    qmodel = _load(name, scale, quantized) if quantized else None
     command = export_command(name, scale, weights, target, precision, size, final_dir / fname, quantized)
-    info = export_artifact(model, target, precision, size, out / fname, ref=ModelRef(name, scale, weights),
-                           quantized=qmodel, command=command)
+    info = export_artifact(model, target, precision, size, out / fname, quantized=qmodel, command=command)
     return {"artifact": fname, "target": target, "precision": precision, "command": command,
             "delegation": info.delegation}
 
@@ -255,11 +272,9 @@ def check_pytorch(name: str, scale: int, weights: str, eval_folders: Sequence[Pa
 
     from ..evaluate import evaluate
     from ..export.runtimes import measure_latency
-    from ..models import create
-
     if threads:
         torch.set_num_threads(threads)
-    model = create(name, scale, weights=weights)
+    model = _load(name, scale, weights)
     benches = open_eval(eval_folders, scale)
     quality = {}
     for b in benches:

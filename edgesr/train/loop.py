@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from ..config import to_dict
 from ..errors import EdgesrError
 from ..io_utils import atomic_write_text
-from ..models import create, save_checkpoint
+from ..models import ModelSpec, save_checkpoint
+from ..reparam import load as load_model
 from ..models.checkpoint import atomic_torch_save
 from .distill import Distiller, capture_features
 from .losses import fft_l1
@@ -78,8 +79,9 @@ def train(recipe: TrainRecipe, out_dir: str | Path, resume: bool = False, progre
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
 
-    model = create(recipe.model.name, recipe.model.scale, weights=recipe.model.weights,
-                   **recipe.model.overrides).to(device).train()
+    model = load_model(ModelSpec(recipe.model.name, recipe.model.scale, weights=recipe.model.weights,
+                                 kwargs=dict(recipe.model.overrides),
+                                 input_range=recipe.model.input_range)).to(device).train()
     if recipe.model.expand:  # recorded in the saved recipe, so create() rebuilds it from the checkpoint
         from ..reparam import expand
 
@@ -88,7 +90,7 @@ def train(recipe: TrainRecipe, out_dir: str | Path, resume: bool = False, progre
     distiller = None
     if recipe.teacher is not None:
         t = recipe.teacher
-        teacher = create(t.name, t.scale or recipe.model.scale, weights=t.weights).to(device)
+        teacher = load_model(ModelSpec(t.name, t.scale or recipe.model.scale, weights=t.weights)).to(device)
         distiller = Distiller(teacher, model, t.output_weight, t.feature_weight).to(device)
     trainable = list(model.parameters()) + (list(distiller.adapter.parameters())
                                            if distiller is not None and distiller.adapter is not None else [])
@@ -236,7 +238,7 @@ def _save_state(path: Path, step: int, model: nn.Module, ema: nn.Module | None, 
         "ema": ema.state_dict() if ema is not None else None,
         "adapter": distiller.adapter.state_dict() if distiller is not None and distiller.adapter is not None else None,
         "optimizer": opt.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state()},
         "recipe": to_dict(recipe),
     }
     atomic_torch_save(state, path)
@@ -246,10 +248,7 @@ def _load_state(path: Path, model: nn.Module, ema: nn.Module | None, distiller: 
                 opt: torch.optim.Optimizer) -> int:
     if not path.is_file():
         raise EdgesrError(f"nothing to resume: {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise EdgesrError(f"cannot read training state {path}: {str(exc).splitlines()[0]}") from None
+    state = read_training_state(path)
     model.load_state_dict(state["model"])
     if ema is not None and state["ema"] is not None:
         ema.load_state_dict(state["ema"])
@@ -257,8 +256,43 @@ def _load_state(path: Path, model: nn.Module, ema: nn.Module | None, distiller: 
         distiller.adapter.load_state_dict(state["adapter"])
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
+    _set_numpy_rng_state(state["rng"]["numpy"])
     return int(state["step"])
+
+
+def read_training_state(path: Path) -> dict:
+    """The training state, loaded with ``weights_only=True`` (tensors and plain Python values only: a state
+    file never runs code on load); a file that is not one gets one line saying so."""
+    import pickle
+    import zipfile
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise EdgesrError(f"{path} holds objects other than tensors and plain values; not an edgesr "
+                              "training state") from None
+        raise EdgesrError(f"{path} is not a PyTorch checkpoint") from None
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "zip" in first.lower() or "magic" in first.lower() or "pytorchstreamreader" in first.lower():
+            raise EdgesrError(f"{path} is not a PyTorch checkpoint") from None
+        raise EdgesrError(f"cannot read training state {path}: {first}") from None
+    if not isinstance(state, dict) or state.get("format") != "edgesr-train-state":
+        raise EdgesrError(f"{path} is not an edgesr training state")
+    return state
+
+
+def _numpy_rng_state() -> dict:
+    """NumPy's RNG state as a tensor and plain values (what ``weights_only`` loading accepts)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(s: dict) -> None:
+    np.random.set_state((s["kind"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"],
+                         s["cached_gaussian"]))
 
 
 def _check_out_dir(out: Path, resume: bool) -> None:

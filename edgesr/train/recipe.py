@@ -14,7 +14,8 @@ class ModelSpec:
     name: str
     scale: int = 4
     weights: str | None = None          # initial weights: a file or "zoo"
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)   # kwargs of the class / factory
+    input_range: float = 1.0            # 255 for networks that take 0-255 inputs
     expand: str | None = None           # train multi-branch: repvgg | ecb | sesr[:expansion=N] (edgesr.reparam)
 
 
