@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parents[1] / "edgesr"
 # Leaf modules first, then the pipeline order: models -> data/metrics -> reparam -> train -> quantize -> export
 # -> report -> run -> cli. A module may import its own layer and those before it.
 ORDER = [
-    {"errors", "io_utils", "config", "targets", "host", "versions", "__init__", "zoo"},
+    {"errors", "io_utils", "config", "targets", "host", "versions", "lazy", "__init__", "zoo"},
     {"models", "cliargs"},   # cliargs: the verbs' shared flags, which build a ModelSpec
     {"data", "metrics", "evaluate"},
     {"reparam"},

@@ -12,8 +12,7 @@ are imported by the functions that need them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_package
 
 _LAZY = {
     "export": "exporters", "export_by_name": "exporters", "ModelRef": "exporters", "lower_executorch": "exporters",
@@ -26,10 +25,4 @@ _LAZY = {
     "read_sidecar": "spec", "target_config": "spec", "load_profile": "spec", "parse_input_size": "spec",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+lazy_package(__name__, _LAZY)

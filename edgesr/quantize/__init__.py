@@ -15,12 +15,8 @@ QAT and conversion are shared (PT2E). The result is a fake-quant model that eval
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import Any
+from ..lazy import lazy_package
 
-# Attributes load lazily, so `edgesr --help` (which imports this package's command module) loads no torch.
 _LAZY = {
     "is_quantized": "checkpoint",
     "load": "checkpoint",
@@ -37,23 +33,4 @@ _LAZY = {
     "sensitivity": "sensitivity",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """``ptq``, ``qat`` and ``sensitivity`` are both functions and the submodules defining them: importing a
-    submodule must not replace the function the package exports under the same name."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if _LAZY.get(name) == name and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+lazy_package(__name__, _LAZY)

@@ -16,10 +16,8 @@ it before the strict load.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_package
 
-# Attributes load lazily, so `edgesr --help` (which imports this package's command module) loads no torch.
 _LAZY = {
     "ECBConv": "blocks",
     "EdgeBranch": "blocks",
@@ -51,10 +49,4 @@ _LAZY = {
     "transform_of": "transforms",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+lazy_package(__name__, _LAZY)

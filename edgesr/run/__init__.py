@@ -12,8 +12,7 @@ package costs nothing heavy; torch and the runtimes load inside the stages.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_package
 
 _LAZY = {
     "run": "pipeline", "build_plan": "pipeline", "collect": "pipeline", "RunInterrupted": "pipeline",
@@ -21,10 +20,4 @@ _LAZY = {
     "RunError": "cache", "stage_key": "cache", "run_cached": "cache",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+lazy_package(__name__, _LAZY)
