@@ -7,10 +7,8 @@ Every user mistake ends as one line on stderr and exit code 2; nothing prints a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 from .cliargs import add_model_args, check_output_path, model_spec, nonneg_int, positive_int, usage_error, write_json

@@ -147,7 +147,8 @@ def test_signal_swallowed_inside_a_library_callback_still_drops_the_stage(tmp_pa
     import types
     import weakref
 
-    from edgesr.run.pipeline import Display, RunInterrupted, Unit, _run_unit, _sigterm_as_interrupt
+    from edgesr.run.console import sigterm_as_interrupt as _sigterm_as_interrupt
+    from edgesr.run.pipeline import Display, RunInterrupted, Unit, _run_unit
 
     class Obj:
         pass

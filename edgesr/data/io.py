@@ -8,10 +8,8 @@ do, so that PSNR numbers are comparable with the literature.
 from __future__ import annotations
 
 import io
-import os
 import re
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 

@@ -10,7 +10,6 @@ runtime, and PyTorch tiled vs whole measures only the tiling.
 from __future__ import annotations
 
 import math
-import platform
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -10,14 +10,11 @@ the target. This module never quantizes by itself.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ChannelNorm, channel_mean, check_input, spatial_mean
+from .layers import ChannelNorm, check_input, spatial_mean
 from .registry import register_model
 
 __all__ = ["EIMN", "eimn_a", "eimn_l"]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ChannelNorm, channel_mean, check_input, spatial_mean
+from .layers import ChannelNorm, check_input
 from .registry import register_model
 
 __all__ = ["SAFMN", "SAFMNNTIRE", "safmn", "safmn_l", "safmn_ntire"]

@@ -7,7 +7,7 @@ import json
 import shlex
 import time
 
-from ..cliargs import add_model_args, check_output_path, model_spec, nonneg_int, positive_int, spec_flags, write_json
+from ..cliargs import add_model_args, check_output_path, model_spec, positive_int, spec_flags
 from ..errors import UsageError
 from .config import OBSERVERS, TARGETS
 

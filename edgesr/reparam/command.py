@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cliargs import add_model_args, check_output_path, model_spec, nonneg_int, positive_int, spec_flags, write_json
+from ..cliargs import add_model_args, model_spec
 
 KIND_CHOICES = ("repvgg", "ecb", "sesr")
 

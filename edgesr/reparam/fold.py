@@ -23,7 +23,6 @@ checkpoint reloads into ``fold_norms(fresh model)``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models.layers import ChannelNorm

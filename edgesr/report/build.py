@@ -28,19 +28,17 @@ import html
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..io_utils import atomic_path
+from .rows import MEASURED_IN, ReportRow
 from ..errors import EdgesrError
 from . import crops as _crops
 from . import plots as _plots
 from .schema import SCHEMA_ID, validate
 
-MEASURED_IN = ("runtime", "pytorch-simulated", "converted, not run")
 IMG_DIR = "img"
 FILES = ("report.json", "report.md", "report.html")
 
@@ -62,9 +60,9 @@ def label(row: dict[str, Any]) -> str:
     return f"{row['target']} {row['precision']}{suffix}"
 
 
-def normalize_row(row: dict[str, Any]) -> dict[str, Any]:
+def normalize_row(row: ReportRow | dict[str, Any]) -> dict[str, Any]:
     """A row in the schema's shape: non-finite numbers become null (a parity PSNR of inf: identical)."""
-    r = dict(row)
+    r = row.to_json() if isinstance(row, ReportRow) else dict(row)
     if r.get("measured_in") not in MEASURED_IN:
         raise ReportError(f"row {r.get('target')} {r.get('precision')}: measured_in must be one of "
                           f"{', '.join(MEASURED_IN)}, got {r.get('measured_in')!r}")
