@@ -150,7 +150,7 @@ def test_run_recipe_with_a_user_network(tmp_path):
     recipe = tmp_path / "byo.yaml"
     recipe.write_text(f"""
 model: {{name: "{PLAIN}", kwargs: {{channels: 8, depth: 2}}, scale: 2}}
-quantize: {{targets: [executorch], method: ptq, config: {{calib_size: 2, calib_patch: 32}}}}
+quantize: {{targets: [executorch], method: auto, budget_db: 0.5, max_trials: 2, config: {{calib_size: 2, calib_patch: 32}}}}
 export: {{targets: {{executorch: [fp32, int8]}}, input_size: [32, 32]}}
 check: {{runs: 2, threads: 1, compare_images: 1, crops: 1}}
 """)

@@ -63,7 +63,7 @@ def synthetic_results() -> dict:
         "environment": {"machine": "test machine", "versions": {"torch": "x"}},
         "datasets": [{"name": "Set5", "images": 5, "source": "data/Set5"}, {"name": "Set14", "images": 14}],
         "rows": rows,
-        "sensitivity": {"executorch": [{"layer": f"body.{i}.conv", "psnr_drop": 0.5 / (i + 1)} for i in range(20)]},
+        "sensitivity": {"executorch": [{"layer": f"body.{i}.conv", "drop_db": 0.5 / (i + 1)} for i in range(20)]},
         "crops": [
             {"dataset": "Set5", "image": "baby", "box": [0, 0, 64, 64], "runtime": "executorch", "hr": hr,
              "bicubic": _crop(1), "fp32": {"label": "executorch fp32", "image": _crop(2)},

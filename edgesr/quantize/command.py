@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 import time
 
 from ..cliargs import add_model_args, check_output_path, model_spec, positive_int, spec_flags
@@ -18,7 +19,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from ..data.samples import CALIB_IMAGES, sample_paths
     from ..io_utils import atomic_write_text
     from ..models import ModelSpec
-    from . import QuantConfig, ptq, qat, save_quantized, sensitivity
+    from . import QuantConfig, ptq, qat, save_quantized
 
     check_output_path(args.out)
     check_output_path(args.analyze_json)
@@ -38,11 +39,25 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     args.model, args.scale = spec.model, spec.scale
     calib = [str(d) for d in args.data] if args.data else [str(p) for p in sample_paths(CALIB_IMAGES)]
     t0 = time.perf_counter()
+    if args.auto or args.analyze:  # calibration and validation images: never the same ones
+        from .auto import split_images
+
+        if args.val:
+            val = [str(v) for v in args.val]
+        else:
+            cal_paths, val_paths = split_images(calib, every=5 if args.data else 3)
+            calib, val = [str(p) for p in cal_paths], [str(p) for p in val_paths]
     if args.analyze:
-        rows = sensitivity(model, args.target, calib, cfg, progress=not args.quiet)
-        print(f"{'layer':<40} {'SQNR dB':>8} {'PSNR vs fp32':>13}")
+        from ..models import size_multiple
+        from .auto import layer_drops, validation_pairs
+        from .ptq import calibration_inputs
+
+        inputs = calibration_inputs(calib, spec.scale, cfg, size_multiple(model))
+        pairs = validation_pairs(val, spec.scale, 8, 64, size_multiple(model))
+        rows = layer_drops(model, args.target, inputs, pairs, cfg, progress=not args.quiet)
+        print(f"{'layer':<40} {'PSNR-Y drop vs HR, only this layer int8 (dB)':>46}")
         for r in rows:
-            print(f"{r['layer'] or '(top)':<40} {r['sqnr_db']:8.2f} {r['psnr_vs_fp32']:13.2f}")
+            print(f"{r['layer'] or '(top)':<40} {r['drop_db']:46.4f}")
         if args.analyze_json:
             atomic_write_text(args.analyze_json, json.dumps(rows, indent=2) + "\n")
         if not args.out:
@@ -53,12 +68,32 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.teacher:
         t_name, _, t_weights = args.teacher.partition(":")
         teacher = load_float(ModelSpec(t_name, args.scale, weights=t_weights or "zoo"))
-    if args.mode == "ptq":
+    if args.auto:
+        from .auto import auto_quantize, recipe_yaml
+
+        res = auto_quantize(model, args.target, calib, val, args.budget_db, config=cfg, max_trials=args.max_trials,
+                            time_limit=args.time_limit, cache_dir=args.trials_dir or f"{args.out}.search",
+                            qat_images=calib if args.mode == "qat" else None, progress=not args.quiet)
+        q = res.model
+        print(f"int8 search for {args.target}: {len(res.trials)} trials "
+              f"({sum(t.cached for t in res.trials)} from the cache), log: {args.trials_dir or args.out + '.search'}"
+              "/trials.jsonl")
+        print(f"{'trial':<48} {'drop dB':>8} {'int8 MACs':>9}")
+        for t in res.trials:
+            print(f"{t.name[:48]:<48} {t.drop_db:8.4f} {t.int8_mac_share:9.1%}" + ("  *" if t is res.chosen else ""))
+        c = res.chosen
+        verdict = "within" if res.within_budget else "OVER"
+        print(f"chosen: {c.name}: validation drop {c.drop_db:.4f} dB ({verdict} the {args.budget_db:g} dB budget, "
+              f"{res.validation_images} held-out images), {c.int8_mac_share:.0%} of MACs int8")
+        if not res.within_budget:
+            print(f"warning: over budget: no configuration reached {args.budget_db:g} dB", file=sys.stderr)
+        print("recipe that reproduces it without the search:\n" + recipe_yaml(args.target, res))
+    elif args.mode == "ptq":
         q = ptq(model, args.target, calib, cfg, progress=not args.quiet)
     else:
         q = qat(model, args.target, calib, cfg, teacher=teacher, progress=not args.quiet)
     save_quantized(q, args.out, extra={"command": _command_line(args)})
-    if not cfg.outlier_ratio and args.mode == "ptq":
+    if not cfg.outlier_ratio and args.mode == "ptq" and not args.auto:
         _hint_outliers(model, calib, cfg)
     if cfg.outlier_ratio:
         found = q.info.get("outliers", [])
@@ -149,8 +184,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", default=None, metavar="NAME[:WEIGHTS]",  # a registry name (weights default: zoo)
                    help="QAT distillation teacher (default: the fp32 model itself), e.g. eimn_a:zoo")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--auto", action="store_true",
+                   help="search the int8 configuration within --budget-db on validation images (with --mode qat: "
+                        "QAT is the last step when PTQ cannot reach it)")
+    p.add_argument("--budget-db", type=_positive_float, default=0.05, metavar="B",
+                   help="--auto: largest PSNR-Y drop vs fp32 (dB) allowed on the validation images (default 0.05)")
+    p.add_argument("--val", nargs="+", default=None, metavar="DIR",
+                   help="validation images for --auto / --analyze (default: every 5th image of --data, held out)")
+    p.add_argument("--max-trials", type=positive_int, default=24, help="--auto: most configurations to try")
+    p.add_argument("--time-limit", type=_positive_float, default=None, metavar="S",
+                   help="--auto: stop starting new trials after S seconds")
+    p.add_argument("--trials-dir", default=None, metavar="DIR",
+                   help="--auto: trial cache and trials.jsonl (default: OUT.search); a re-run resumes from it")
     p.add_argument("--analyze", action="store_true",
-                   help="per-layer sensitivity: SQNR when each conv alone is int8, sorted worst first")
+                   help="per-layer sensitivity: PSNR-Y drop vs HR (dB) when each conv alone is int8, worst first")
     p.add_argument("--analyze-json", default=None, metavar="FILE", help="write the sensitivity table as JSON")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

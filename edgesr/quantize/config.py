@@ -30,6 +30,9 @@ class QuantConfig:
     clamp_output: bool = True            # SR output clamped to [0, 1] inside the graph: output scale ≈ 1/255
     float_norms: bool = True             # LayerNorm arithmetic (d², rsqrt) stays float: int8 cannot hold d²
     float_adds: bool = False             # leave residual adds unquantized (costs a dequant/quant pair each)
+    # a kept-float conv keeps the activations that follow it float too (ReLU, GELU, pixel shuffle ...): the unit
+    # of the int8 search's per-layer fallback, so a float layer's output is never requantized between them
+    float_tails: bool = False
     # Outlier guard: a per-tensor int8 scale set by one huge channel rounds every other channel to a few
     # levels. Activations whose largest channel range (on the calibration data) exceeds ``outlier_ratio`` ×
     # the median channel's stay float with their producer and consumers. 0 turns the guard off.

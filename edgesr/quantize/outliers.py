@@ -52,7 +52,10 @@ def find_outliers(gm: GraphModule, inputs: Iterable[torch.Tensor], ratio: float)
     nodes = {n.name: n for n in gm.graph.nodes}
     found = []
     for name, amax in ranges.items():
-        med = float(amax.median().clamp_min(1e-8))
+        live = amax[amax > 1e-6]  # channels that are always zero (dead ReLUs) say nothing about the scale
+        if live.numel() < 2:
+            continue
+        med = float(live.median().clamp_min(1e-8))
         r = float(amax.max()) / med
         if r > ratio:
             found.append(Outlier(name, module_path(nodes[name]), r, float(amax.max())))

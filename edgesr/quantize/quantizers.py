@@ -23,6 +23,9 @@ from .config import QuantConfig, check_target
 CONV_OPS = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default,
             torch.ops.aten.conv_transpose2d.input}
 ADD_OPS = {torch.ops.aten.add.Tensor}
+TAIL_OPS = {getattr(torch.ops.aten, n).default for n in ("relu", "relu_", "leaky_relu", "leaky_relu_", "gelu", "silu",
+                                                          "sigmoid", "hardtanh", "hardtanh_", "prelu", "pixel_shuffle",
+                                                          "clamp")}
 
 
 def _percentile_observer() -> type:
@@ -167,6 +170,12 @@ def float_nodes(gm: GraphModule, cfg: QuantConfig, only: str | None = None) -> s
             keep.add(convs[-1])
         else:
             keep |= {n for n in nodes if module_path(n) == name or module_path(n).startswith(name + ".")}
+    if getattr(cfg, "float_tails", False):
+        for conv in [n for n in keep if n.target in CONV_OPS]:
+            node = conv
+            while len(node.users) == 1 and next(iter(node.users)).target in TAIL_OPS:
+                node = next(iter(node.users))
+                keep.add(node)
     if getattr(cfg, "float_norms", False):
         keep |= {n for n in nodes if _in_norm(n)}
     if cfg.float_adds:

@@ -42,8 +42,9 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def sensitivity(model: nn.Module, target: str, calib_images: Calibration, config: QuantConfig | None = None,
                 *, layers: Sequence[str] | None = None, progress: bool = False) -> list[dict[str, Any]]:
-    """Per layer: ``sqnr_db`` of the SR output (fp32 as signal) and ``psnr_drop`` (dB of PSNR between the fp32
-    and the one-layer-int8 outputs, counted down from 100 dB ≙ identical; rows sorted worst first)."""
+    """Per layer, without ground truth: ``sqnr_db`` of the SR output (fp32 as signal) and ``psnr_vs_fp32`` (PSNR
+    of the one-layer-int8 output against the fp32 output); rows sorted worst first. With HR images,
+    :func:`edgesr.quantize.auto.layer_drops` gives the drop in the task's unit (PSNR-Y vs HR, dB)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     cfg = config or QuantConfig()
@@ -67,6 +68,6 @@ def sensitivity(model: nn.Module, target: str, calib_images: Calibration, config
         outs = [q(x) for x in inputs]
         sqnr = sum(_sqnr_db(r, o) for r, o in zip(refs, outs)) / len(refs)
         psnr = sum(min(_psnr(r, o), 100.0) for r, o in zip(refs, outs)) / len(refs)
-        rows.append({"layer": name, "sqnr_db": sqnr, "psnr_drop": 100.0 - psnr, "psnr_vs_fp32": psnr})
+        rows.append({"layer": name, "sqnr_db": sqnr, "psnr_vs_fp32": psnr})
     rows.sort(key=lambda r: r["sqnr_db"])
     return rows

@@ -7,7 +7,7 @@ The input is a plain dict, so a report can be built from any numbers (the tests 
       "environment": {"edgesr": str, "machine": str, ...},
       "datasets": [{"name": str, "images": int, "source": str}],
       "rows": [row, ...],                      # see below; drop_db/drop_vs are computed here
-      "sensitivity": {target: [{"layer": str, "psnr_drop": float}, ...]},
+      "sensitivity": {target: [{"layer": str, "drop_db": float}, ...]},
       "crops": [{"dataset", "image", "box": [y, x, h, w] (HR px), "runtime": str,
                  "hr": array | png, "bicubic": array | png,
                  "fp32": {"label": str, "image": array | png} | None, "int8": {...} | None}],
@@ -156,9 +156,9 @@ def _build_into(results: dict[str, Any], d: Path) -> None:
     if isinstance(sens, dict):
         sens = [{"target": t, "layers": layers} for t, layers in sens.items()]
     sens = [{"target": str(t["target"]),
-             "layers": [{"layer": str(x["layer"]), "psnr_drop": float(x["psnr_drop"]),
+             "layers": [{"layer": str(x["layer"]), "drop_db": float(x["drop_db"]),
                          **({"sqnr_db": _finite(x["sqnr_db"])} if "sqnr_db" in x else {})}
-                        for x in t["layers"] if _finite(x.get("psnr_drop")) is not None]} for t in sens]
+                        for x in t["layers"] if _finite(x.get("drop_db")) is not None]} for t in sens]
     top = int(results.get("sensitivity_layers", 15))
 
     plots = []
@@ -287,8 +287,8 @@ def to_markdown(rep: dict[str, Any]) -> str:
         lines += ["## Crops", ""]
         lines += [f"![{c['dataset']}/{c['image']} {c['runtime']}]({c['path']})" for c in rep["crops"]] + [""]
     for s in rep["sensitivity"]:
-        lines += [f"## Per-layer sensitivity: {s['target']}", "", "| layer | PSNR drop (dB) |", "|---|---|"]
-        lines += [f"| {_md_escape(x['layer'])} | {x['psnr_drop']:.3f} |" for x in s["layers"]] + [""]
+        lines += [f"## Per-layer sensitivity: {s['target']}", "", "| layer | PSNR-Y drop vs HR, only this layer int8 (dB) |", "|---|---|"]
+        lines += [f"| {_md_escape(x['layer'])} | {x['drop_db']:.3f} |" for x in s["layers"]] + [""]
     if rep["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in rep["notes"]] + [""]
     return "\n".join(lines)
@@ -348,8 +348,8 @@ def to_html(rep: dict[str, Any]) -> str:
                 for c in rep["crops"]]
     for s in rep["sensitivity"]:
         out.append(f"<h2>Per-layer sensitivity: {e(s['target'])}</h2><table><thead><tr><th>layer</th>"
-                   "<th>PSNR drop (dB)</th></tr></thead><tbody>")
-        out += [f"<tr><td>{e(x['layer'])}</td><td class=num>{x['psnr_drop']:.3f}</td></tr>" for x in s["layers"]]
+                   "<th>PSNR-Y drop vs HR, only this layer int8 (dB)</th></tr></thead><tbody>")
+        out += [f"<tr><td>{e(x['layer'])}</td><td class=num>{x['drop_db']:.3f}</td></tr>" for x in s["layers"]]
         out.append("</tbody></table>")
     if rep["notes"]:
         out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in rep["notes"]) + "</ul>")

@@ -136,9 +136,9 @@ def sensitivity(per_target: Sequence[dict[str, Any]], out: str | Path, top: int 
     n = min(top, max(len(t["layers"]) for t in items))
     fig, axes = plt.subplots(1, len(items), figsize=(6.0 * len(items), 0.28 * n + 1.4), dpi=90, squeeze=False)
     for ax, t in zip(axes[0], items):
-        layers = sorted(t["layers"], key=lambda d: -d["psnr_drop"])[:top][::-1]
-        ax.barh([d["layer"] for d in layers], [d["psnr_drop"] for d in layers], color="#c44e52")
-        ax.set_xlabel("psnr_drop (dB): 100 − PSNR(fp32 output, output with only this layer int8)", fontsize=8)
+        layers = sorted(t["layers"], key=lambda d: -d["drop_db"])[:top][::-1]
+        ax.barh([d["layer"] for d in layers], [d["drop_db"] for d in layers], color="#c44e52")
+        ax.set_xlabel("PSNR-Y drop vs HR (dB) with only this layer in int8 (validation images)", fontsize=8)
         ax.set_title(t["target"], fontsize=10)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="x", alpha=0.3)

@@ -150,17 +150,20 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
         for target in q.targets:
             cfg, method = quant_config(r, target), q.method_for(target)
             unit = f"quantize {target}"
-            what = "QAT" if method == "qat" else "PTQ"
+            what = {"qat": "QAT", "auto": f"searched within {q.budget_db:g} dB"}.get(method, "PTQ")
+            search = {"budget_db": q.budget_db, "max_trials": q.max_trials, "time_limit": q.time_limit}
             extra = [teacher] if (method == "qat" and teacher is not None) else []
             add(unit, "quantize", f"quantize {label} x{scale} for {target}: {what} int8"
                 + (" + per-layer sensitivity" if target in q.sensitivity else ""),
                 {"name": name, "scale": scale, "target": target, "method": method, "config": to_dict(cfg),
+                 **({"search": search} if method == "auto" else {}),
                  "sensitivity": target in q.sensitivity, "sensitivity_layers": q.sensitivity_layers},
                 lambda d, target=target, cfg=cfg, method=method: stages.quantize(
                     name, scale, fp32.text, target, method, cfg, r.data.calib, r.data.train,
                     (r.teacher.name, teacher.text) if (method == "qat" and teacher is not None) else None,
-                    target in q.sensitivity, d, q.sensitivity_layers),
-                [fp32, *extra], {"calib_data": calib_fp, **({"train_data": train_fp} if method == "qat" else {})})
+                    target in q.sensitivity, d, q.sensitivity_layers, auto=search, val_folders=r.data.val),
+                [fp32, *extra], {"calib_data": calib_fp, "val_data": ",".join(folder_fingerprint(f) for f in r.data.val),
+                                 **({"train_data": train_fp} if method in ("qat", "auto") else {})})
             quantized[target] = produced(unit, "quantized.pt")
 
     # export -----------------------------------------------------------------------------------

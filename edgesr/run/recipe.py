@@ -43,6 +43,7 @@ class ModelSpec:
 class DataSpec:
     eval: list[Path] = field(default_factory=list)    # benchmark folders; empty: scikit-image sample photos
     calib: list[Path] = field(default_factory=list)   # HR folders for PTQ/QAT; empty: the other sample photos
+    val: list[Path] = field(default_factory=list)     # HR folders the int8 search validates on (method auto)
     train: list[Path] = field(default_factory=list)   # HR folders for teacher training and distillation
 
 
@@ -77,8 +78,13 @@ class ReparamSpec:
 @dataclass
 class QuantizeSpec:
     targets: list[str]
-    method: Literal["ptq", "qat"] = "ptq"
+    method: Literal["ptq", "qat", "auto"] = "ptq"
     config: dict[str, Any] = field(default_factory=dict)    # edgesr.quantize.QuantConfig fields
+    # method auto: the configuration is searched per target within this PSNR-Y drop (dB) on validation images
+    # (data.val, or every 5th of data.calib; never the evaluation images), edgesr.quantize.auto
+    budget_db: float = 0.05
+    max_trials: int = 24
+    time_limit: float | None = None     # seconds per target
     # per-target overrides of ``config``: each runtime's int8 scheme loses accuracy in different places
     # (SAFMN: ExecuTorch in its residual adds, LiteRT in its first/last convs), e.g. {tflite: {keep_float: [first]}};
     # ``method`` may be overridden per target too: {tflite: {method: ptq}}
@@ -96,8 +102,11 @@ class QuantizeSpec:
         for target, extra in self.per_target.items():
             if target not in self.targets:
                 raise RecipeError(f"quantize.per_target: {target!r} is not in quantize.targets")
-            if extra.get("method", "ptq") not in ("ptq", "qat"):
-                raise RecipeError(f"quantize.per_target.{target}.method: expected ptq or qat, got {extra['method']!r}")
+            if extra.get("method", "ptq") not in ("ptq", "qat", "auto"):
+                raise RecipeError(f"quantize.per_target.{target}.method: expected ptq, qat or auto, "
+                                  f"got {extra['method']!r}")
+        if self.max_trials < 1 or (self.time_limit is not None and self.time_limit <= 0):
+            raise RecipeError("quantize: max_trials and time_limit must be positive")
         if self.sensitivity_layers is not None and self.sensitivity_layers < 1:
             raise RecipeError("quantize.sensitivity_layers must be positive (or null: every layer)")
 

@@ -152,33 +152,68 @@ def open_eval(folders: Sequence[Path], scale: int) -> list[Any]:
 
 
 # -------------------------------------------------------------------------------- quantize
+def split_for_search(calib_folders: Sequence[Path], val_folders: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """(calibration, validation) images for the int8 search and the sensitivity analysis: ``data.val`` when
+    given, else every 5th image of ``data.calib`` (every 3rd of the calibration sample photos): never the
+    evaluation images, never the same image twice."""
+    from ..quantize.auto import split_images
+
+    if val_folders:
+        if calib_folders:
+            return [Path(f) for f in calib_folders], [Path(f) for f in val_folders]
+        from ..data.samples import CALIB_IMAGES, sample_paths
+
+        return sample_paths(CALIB_IMAGES), [Path(f) for f in val_folders]
+    if calib_folders:
+        return split_images(calib_folders)
+    from ..data.samples import CALIB_IMAGES, sample_paths
+
+    return split_images(sample_paths(CALIB_IMAGES), every=3)
+
+
 def quantize(name: str, scale: int, weights: str, target: str, method: str, cfg: Any, calib_folders: Sequence[Path],
              train_folders: Sequence[Path], teacher: tuple[str, str] | None, sensitivity: bool,
-             out: Path, sensitivity_layers: int | None = None) -> dict[str, Any]:
-    """PTQ or QAT for one target (edgesr.quantize), saved so ``edgesr.quantize.load`` reloads it;
-    optionally the per-layer sensitivity (PSNR drop when only that layer is int8)."""
+             out: Path, sensitivity_layers: int | None = None, auto: dict[str, Any] | None = None,
+             val_folders: Sequence[Path] = ()) -> dict[str, Any]:
+    """PTQ, QAT or the budgeted search (``method="auto"``, ``auto``: budget_db / max_trials / time_limit) for one
+    target, saved so ``edgesr.quantize.load`` reloads it; optionally the per-layer sensitivity (PSNR-Y drop vs
+    HR when only that layer is int8, on validation images)."""
     from .. import quantize as q
 
     model = _load(name, scale, weights)
     calib = calibration_data(calib_folders, scale, int(cfg.calib_size), int(cfg.calib_patch))
-    if method == "qat":
+    outputs: dict[str, Any] = {"weights": "quantized.pt", "method": method}
+    if method == "auto":
+        from ..quantize.auto import auto_quantize, recipe_yaml
+
+        cal, val = split_for_search(calib_folders, val_folders)
+        a = dict(auto or {})
+        res = auto_quantize(model, target, [str(p) for p in cal], [str(p) for p in val], float(a.get("budget_db", 0.05)),
+                            config=cfg, max_trials=int(a.get("max_trials", 24)), time_limit=a.get("time_limit"),
+                            cache_dir=out / "search",
+                            qat_images=[str(p) for p in train_folders] if train_folders else None)
+        qmodel = res.model
+        _json(out / "auto.json", {**res.summary(), "recipe": recipe_yaml(target, res)})
+        outputs["auto"] = "auto.json"
+    elif method == "qat":
         t = _load(teacher[0], scale, teacher[1]) if teacher else None
         qmodel = q.qat(model, target, training_folders(train_folders or calib_folders, out), cfg, teacher=t)
     else:
         qmodel = q.ptq(model, target, calib, cfg)
     q.save_quantized(qmodel, out / "quantized.pt")  # records the structure (deployed/expanded) itself
-    outputs: dict[str, Any] = {"weights": "quantized.pt", "method": method}
     if sensitivity:
-        fp32 = _load(name, scale, weights)
-        layers = None
-        if sensitivity_layers is not None:
-            from ..quantize.sensitivity import layer_names
+        from ..models import size_multiple
+        from ..quantize.auto import layer_drops, validation_pairs
+        from ..quantize.ptq import calibration_inputs
+        from ..quantize.sensitivity import layer_names
 
-            layers = spread(layer_names(fp32, cfg), sensitivity_layers)
-        rows = q.sensitivity(fp32, target, calib, cfg, layers=layers)
-        _json(out / "sensitivity.json", [{"layer": str(r["layer"]), "psnr_drop": float(r["psnr_drop"]),
-                                          **({"sqnr_db": float(r["sqnr_db"])} if "sqnr_db" in r else {})}
-                                         for r in rows])
+        fp32 = _load(name, scale, weights)
+        cal, val = split_for_search(calib_folders, val_folders)
+        layers = spread(layer_names(fp32, cfg), sensitivity_layers) if sensitivity_layers is not None else None
+        inputs = calibration_inputs([str(p) for p in cal], scale, cfg, size_multiple(fp32))
+        pairs = validation_pairs([str(p) for p in val], scale, 4, 64, size_multiple(fp32))
+        rows = layer_drops(fp32, target, inputs, pairs, cfg, layers=layers)
+        _json(out / "sensitivity.json", [{"layer": str(r["layer"]), "drop_db": float(r["drop_db"])} for r in rows])
         outputs["sensitivity"] = "sensitivity.json"
     return outputs
 

@@ -30,6 +30,9 @@ class PatchDataset(Dataset):
         paths: list[Path] = []
         for folder in folders:
             folder = Path(folder)
+            if folder.is_file():  # single images: e.g. the calibration half of a held-out split
+                paths.append(folder)
+                continue
             if not folder.is_dir():
                 raise EdgesrError(f"training folder not found: {folder}")
             found = list_images(folder)

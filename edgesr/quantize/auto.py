@@ -1,0 +1,393 @@
+"""int8 that finds its own configuration within an accuracy budget: ``auto_quantize(model, target, ...)``.
+
+The budget is the PSNR-Y drop (dB, vs HR, border = scale, uint8 output) of the fake-quant model against the
+fp32 model on *validation* images, never the calibration images. The search is greedy, not a grid:
+
+1. PTQ with the defaults; then, one at a time and kept only when they help, the observer, the outlier guard
+   (only where the calibration data shows outlier channels), float residual adds, LiteRT island exits, and the
+   first/last convolution in float;
+2. float fallback per layer, in the order of measured sensitivity (each layer alone in int8, dB vs HR), the
+   number of float layers found by bisection on the sorted list;
+3. QAT distilled from the fp32 model from the best configuration, when PTQ cannot reach the budget and training
+   images were given.
+
+Every trial is cached (keyed by the model's weights, the data, the target and the configuration), so a re-run
+resumes; all trials go to ``trials.jsonl``. The result is the configuration with the most int8 MACs (the speed
+proxy; :func:`measure_finalists` times the exported artifacts) within the budget, or — none reaching it — the
+most accurate one, marked over budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import UsageError
+from ..io_utils import atomic_write_text
+from ..models import scale_of, size_multiple
+from .config import OBSERVERS, QuantConfig, check_target
+
+__all__ = ["AutoResult", "Trial", "auto_quantize", "validation_pairs", "split_images", "int8_mac_share",
+           "drop_db", "recipe_yaml", "layer_drops"]
+
+
+# ---------------------------------------------------------------------------------------- data
+def split_images(folders: Sequence[str | Path], every: int = 5) -> tuple[list[Path], list[Path]]:
+    """(calibration, validation) image paths: every ``every``-th image of the sorted folders is held out for
+    validation, the rest calibrate. Disjoint by construction, deterministic."""
+    from ..data.folders import list_images
+
+    paths: list[Path] = []
+    for f in folders:
+        p = Path(f)
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise UsageError(f"quantize: no images in {p}")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise UsageError(f"quantize: image folder not found: {p}")
+    val = [p for i, p in enumerate(paths) if i % every == every - 1]
+    calib = [p for i, p in enumerate(paths) if i % every != every - 1]
+    if not val or not calib:
+        raise UsageError(f"quantize --auto: {len(paths)} images cannot be split into calibration and validation; "
+                         "give more images or --val DIR")
+    return calib, val
+
+
+def validation_pairs(images: Sequence[str | Path], scale: int, count: int = 8, lr_side: int = 64,
+                     mult: int = 1) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """(LR tensor, HR uint8) pairs: ``count`` images spread over ``images``, each an HR centre crop of
+    ``lr_side`` × scale (rounded to the model's size multiple) and its MATLAB-bicubic LR."""
+    from ..data.folders import hr_and_bicubic_lr
+    from ..data.io import load_image, to_tensor
+    from .ptq import _spread
+
+    paths = _spread([Path(p) for p in images], count)
+    pairs = []
+    for p in paths:
+        hr = load_image(p)
+        side = max(mult, (lr_side // mult) * mult) * scale
+        h, w = hr.shape[:2]
+        ch, cw = min(h, side) // (scale * mult) * scale * mult, min(w, side) // (scale * mult) * scale * mult
+        if ch == 0 or cw == 0:
+            continue
+        y, x = (h - ch) // 2, (w - cw) // 2
+        hr_c, lr = hr_and_bicubic_lr(np.ascontiguousarray(hr[y:y + ch, x:x + cw]), scale)
+        pairs.append((to_tensor(lr), hr_c))
+    if not pairs:
+        raise UsageError("quantize --auto: no validation image is large enough")
+    return pairs
+
+
+@torch.no_grad()
+def _psnrs(model: nn.Module, pairs: Sequence[tuple[torch.Tensor, np.ndarray]], scale: int) -> list[float]:
+    from ..data.io import to_uint8
+    from ..metrics import psnr_y
+
+    return [min(psnr_y(to_uint8(model(lr)), hr, scale), 100.0) for lr, hr in pairs]
+
+
+def drop_db(fp32: Sequence[float], q: Sequence[float]) -> float:
+    """Mean over images of PSNR-Y(fp32) − PSNR-Y(int8): positive means int8 is worse."""
+    return float(np.mean([a - b for a, b in zip(fp32, q)]))
+
+
+# ------------------------------------------------------------------------------------------ MACs
+def _conv_macs(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, int]:
+    """MACs of every convolution node of a captured graph at input ``x``."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from .quantizers import conv_nodes
+
+    ShapeProp(gm).propagate(x)
+    macs = {}
+    for n in conv_nodes(gm):
+        out = n.meta.get("tensor_meta")
+        w = n.args[1].meta.get("tensor_meta") if hasattr(n.args[1], "meta") else None
+        if out is None or w is None:
+            continue
+        k = math.prod(w.shape[1:]) if "transpose" not in str(n.target) else w.shape[0] * math.prod(w.shape[2:])
+        macs[n.name] = int(math.prod(out.shape) * k)
+    return macs
+
+
+def int8_mac_share(model: nn.Module, cfg: QuantConfig, side: int = 32) -> float:
+    """The share of the network's convolution MACs that run in int8 under ``cfg`` (the speed proxy)."""
+    from .graph import capture
+    from .quantizers import float_nodes
+
+    mult = size_multiple(model)
+    side = max(mult, side // mult * mult)
+    gm = capture(model, clamp_output=cfg.clamp_output)
+    macs = _conv_macs(gm, torch.rand(1, 3, side, side))
+    keep = {n.name for n in float_nodes(gm, cfg)}
+    total = sum(macs.values())
+    return 1.0 if total == 0 else sum(v for k, v in macs.items() if k not in keep) / total
+
+
+# ---------------------------------------------------------------------------------------- trials
+@dataclass
+class Trial:
+    """One configuration tried: its validation drop and int8 share (and latency, for the finalists)."""
+
+    name: str
+    config: dict[str, Any]                # QuantConfig fields that differ from the defaults
+    drop_db: float
+    int8_mac_share: float
+    mode: str = "ptq"
+    seconds: float = 0.0
+    cached: bool = False
+    within_budget: bool = False
+    latency: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class AutoResult:
+    model: nn.Module                      # the chosen fake-quant model (edgesr.quantize.QuantizedSR)
+    chosen: Trial
+    trials: list[Trial]
+    budget_db: float
+    within_budget: bool
+    fp32_psnr_y: float
+    validation_images: int
+    calibration_images: int
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"budget_db": self.budget_db, "within_budget": self.within_budget, "chosen": self.chosen.to_json(),
+                "fp32_psnr_y": self.fp32_psnr_y, "validation_images": self.validation_images,
+                "calibration_images": self.calibration_images, "trials": [t.to_json() for t in self.trials],
+                "notes": self.notes}
+
+
+def _overrides(cfg: QuantConfig) -> dict[str, Any]:
+    base = dataclasses.asdict(QuantConfig())
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if v != base[k] and k != "keep_nodes"}
+
+
+def recipe_yaml(target: str, result: AutoResult) -> str:
+    """The recipe section that reproduces the chosen configuration without a search."""
+    import yaml
+
+    section: dict[str, Any] = {"targets": [target], "method": result.chosen.mode}
+    if result.chosen.config:
+        section["config"] = dict(result.chosen.config)
+    return yaml.safe_dump({"quantize": section}, sort_keys=False).rstrip()
+
+
+def _fingerprint(model: nn.Module, calib: Sequence[Any], pairs: Sequence[tuple[torch.Tensor, np.ndarray]],
+                 target: str) -> str:
+    h = hashlib.sha256(target.encode())
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for t in list(calib) + [lr for lr, _ in pairs]:
+        h.update(t.numpy().tobytes() if isinstance(t, torch.Tensor) else str(t).encode())
+    return h.hexdigest()
+
+
+class _Search:
+    def __init__(self, model: nn.Module, target: str, calib: list[torch.Tensor],
+                 pairs: list[tuple[torch.Tensor, np.ndarray]], budget: float, cache: Path | None, max_trials: int,
+                 deadline: float | None, progress: bool) -> None:
+        self.model, self.target, self.calib, self.pairs, self.budget = model, target, calib, pairs, budget
+        self.scale = scale_of(model)
+        self.fp32 = _psnrs(model, pairs, self.scale)
+        self.cache, self.max_trials, self.deadline = cache, max_trials, deadline
+        self.key = _fingerprint(model, calib, pairs, target)
+        self.trials: list[Trial] = []
+        self.bar = tqdm(total=max_trials, desc=f"int8 search {target}", unit="trial", disable=not progress)
+
+    def exhausted(self) -> bool:
+        fresh = sum(not t.cached for t in self.trials)
+        return fresh >= self.max_trials or (self.deadline is not None and time.monotonic() > self.deadline)
+
+    def _path(self, cfg: QuantConfig, mode: str) -> Path | None:
+        if self.cache is None:
+            return None
+        blob = json.dumps({"model": self.key, "mode": mode, "config": dataclasses.asdict(cfg)}, sort_keys=True)
+        return self.cache / "trials" / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+
+    def run(self, name: str, cfg: QuantConfig, mode: str = "ptq",
+            make: Callable[[QuantConfig], nn.Module] | None = None) -> Trial | None:
+        """Evaluate one configuration (from the cache when it was tried before)."""
+        path = self._path(cfg, mode)
+        if path is not None and path.is_file():
+            trial = Trial(**{**json.loads(path.read_text()), "cached": True, "name": name})
+        else:
+            if self.exhausted():
+                return None
+            from .ptq import ptq
+
+            t0 = time.perf_counter()
+            q = make(cfg) if make is not None else ptq(self.model, self.target, self.calib, cfg)
+            drop = drop_db(self.fp32, _psnrs(q, self.pairs, self.scale))
+            from ..config import from_dict
+
+            applied = from_dict(QuantConfig, dict(q.config))  # with the outlier guard's kept nodes
+            trial = Trial(name, _overrides(cfg), drop, int8_mac_share(self.model, applied), mode,
+                          round(time.perf_counter() - t0, 2))
+            if path is not None:
+                atomic_write_text(path, json.dumps(trial.to_json(), indent=1) + "\n")
+            self.bar.update(1)
+        trial.within_budget = trial.drop_db <= self.budget
+        self.trials.append(trial)
+        self.bar.set_postfix(drop=f"{trial.drop_db:.3f}", int8=f"{trial.int8_mac_share:.0%}")
+        return trial
+
+
+def layer_drops(model: nn.Module, target: str, calib: Sequence[torch.Tensor],
+                pairs: Sequence[tuple[torch.Tensor, np.ndarray]], cfg: QuantConfig,
+                layers: Sequence[str] | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """Per layer: the PSNR-Y drop vs HR (dB) when only that layer is int8, worst first."""
+    from .sensitivity import layer_names
+    from .ptq import ptq
+
+    scale = scale_of(model)
+    fp32 = _psnrs(model, pairs, scale)
+    names = list(layers) if layers is not None else layer_names(model, cfg)
+    rows = []
+    for name in tqdm(names, desc="sensitivity", unit="layer", disable=not progress):
+        others = [n for n in names if n != name]
+        q = ptq(model, target, list(calib), dataclasses.replace(cfg, keep_float=[*cfg.keep_float, *others]))
+        rows.append({"layer": name, "drop_db": drop_db(fp32, _psnrs(q, pairs, scale))})
+    rows.sort(key=lambda r: -r["drop_db"])
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ search
+def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], val_images: Sequence[Any],
+                  budget_db: float, *, config: QuantConfig | None = None, max_trials: int = 24,
+                  time_limit: float | None = None, cache_dir: str | Path | None = None,
+                  qat_images: Sequence[str | Path] | None = None, val_count: int = 8, val_side: int = 64,
+                  progress: bool = False) -> AutoResult:
+    """Search the int8 configuration for ``target`` whose validation drop is within ``budget_db``; return the
+    one with the most int8 MACs among those (or the most accurate, marked over budget)."""
+    from ..config import from_dict
+    from .outliers import find_outliers
+    from .graph import capture
+    from .ptq import calibration_inputs, ptq
+    from .qat import qat
+
+    check_target(target)
+    base = config or QuantConfig()
+    base.validate()
+    if getattr(model, "quantized", False):
+        raise UsageError("quantize --auto: the model is already quantized")
+    model = model.eval()
+    scale, mult = scale_of(model), size_multiple(model)
+    calib = calibration_inputs(list(calib_images), scale, base, mult)
+    pairs = (list(val_images) if val_images and isinstance(val_images[0], tuple)
+             else validation_pairs(list(val_images), scale, val_count, val_side, mult))
+    cache = Path(cache_dir) if cache_dir is not None else None
+    deadline = time.monotonic() + time_limit if time_limit else None
+    s = _Search(model, target, calib, pairs, float(budget_db), cache, max_trials, deadline, progress)
+    notes: list[str] = []
+
+    def better(a: Trial | None, b: Trial | None) -> bool:  # noqa: D401
+        """a improves on b: lower drop (the greedy steps trade int8 share only when accuracy needs it)."""
+        return a is not None and (b is None or a.drop_db < b.drop_db - 1e-4)
+
+    best = s.run("defaults", base)
+    cfg = base
+    plain = base  # the configuration before any option that moves ops to float (the fallback starts from it)
+    # 1. one option at a time, kept when it lowers the drop
+    steps: list[tuple[str, QuantConfig]] = []
+    for obs in OBSERVERS:
+        if obs != base.observer:
+            steps.append((f"observer {obs}", dataclasses.replace(base, observer=obs)))
+    for name, cand in steps:
+        t = s.run(name, cand)
+        if better(t, best):
+            best, cfg, plain = t, cand, cand
+    if best is not None and not best.within_budget:
+        outliers = find_outliers(capture(model, clamp_output=cfg.clamp_output), calib, 8.0)
+        options: list[tuple[str, Callable[[QuantConfig], QuantConfig]]] = []
+        if outliers:
+            options.append(("outlier guard 8", lambda c: dataclasses.replace(c, outlier_ratio=8.0)))
+        options.append(("float residual adds", lambda c: dataclasses.replace(c, float_adds=True)))
+        if target == "tflite":
+            options.append(("per-consumer ranges (no island exits)", lambda c: dataclasses.replace(c, island_exits=False)))
+        options.append(("first/last conv float", lambda c: dataclasses.replace(
+            c, keep_float=list(dict.fromkeys([*c.keep_float, "first", "last"])))))
+        for name, change in options:
+            if best.within_budget:
+                break
+            cand = change(cfg)
+            t = s.run(name, cand)
+            if better(t, best):
+                best, cfg = t, cand
+    # 2. float fallback per layer in sensitivity order, from the configuration before the float options (they
+    #    may keep more float than needed), bisection on how many layers stay float; skipped when a configuration
+    #    within the budget already runs nearly all MACs in int8
+    within = [t for t in s.trials if t.within_budget]
+    if (not within or max(t.int8_mac_share for t in within) < 0.9) and not s.exhausted():
+        from .sensitivity import layer_names
+
+        cfg = plain
+        names = [n for n in layer_names(model, cfg) if n not in cfg.keep_float]
+        drops = layer_drops(model, target, calib, pairs, dataclasses.replace(cfg, float_tails=True))
+        order = [r["layer"] for r in drops if r["layer"] in names]
+
+        def fallback(k: int) -> QuantConfig:
+            return dataclasses.replace(cfg, keep_float=list(dict.fromkeys([*cfg.keep_float, *order[:k]])),
+                                       float_tails=True)
+
+        lo, hi = 1, len(order)  # the fewest float layers that meet the budget, by bisection
+        while lo < hi and not s.exhausted():
+            k = (lo + hi) // 2
+            t = s.run(f"{k} most sensitive layers float", fallback(k))
+            if t is None:
+                break
+            if t.within_budget:
+                hi = k
+            else:
+                lo = k + 1
+        if order and not s.exhausted():
+            s.run(f"{lo} most sensitive layers float", fallback(lo))
+    # 3. QAT from the most accurate PTQ configuration
+    if not any(t.within_budget for t in s.trials) and qat_images and not s.exhausted():
+        top = min(s.trials, key=lambda t: t.drop_db)
+        qcfg = from_dict(QuantConfig, {**dataclasses.asdict(base), **top.config, "keep_nodes": []})
+        s.run("QAT (distilled from fp32) from the best PTQ configuration", qcfg, mode="qat",
+              make=lambda c: qat(model, target, list(qat_images), c, calib_images=calib))
+    s.bar.close()
+    if not s.trials:
+        raise UsageError("quantize --auto: no trial ran (raise --max-trials or --time-limit)")
+    within = [t for t in s.trials if t.within_budget]
+    chosen = (max(within, key=lambda t: (t.int8_mac_share, -t.drop_db)) if within
+              else min(s.trials, key=lambda t: t.drop_db))
+    if not within:
+        notes.append(f"over budget: no configuration reached {budget_db:g} dB; the most accurate one "
+                     f"({chosen.name}) loses {chosen.drop_db:.3f} dB")
+    final_cfg = from_dict(QuantConfig, {**dataclasses.asdict(base), **chosen.config, "keep_nodes": []})
+    if chosen.mode == "qat":
+        q = qat(model, target, list(qat_images or []), final_cfg, calib_images=calib)
+    else:
+        q = ptq(model, target, calib, final_cfg)
+    q.info.update({"auto": {"budget_db": float(budget_db), "within_budget": bool(within),
+                            "chosen": chosen.name, "validation_drop_db": chosen.drop_db,
+                            "int8_mac_share": chosen.int8_mac_share, "trials": len(s.trials)}})
+    result = AutoResult(q, chosen, s.trials, float(budget_db), bool(within), float(np.mean(s.fp32)), len(pairs),
+                        len(calib), notes)
+    if cache is not None:
+        atomic_write_text(cache / "trials.jsonl", "".join(json.dumps(t.to_json()) + "\n" for t in s.trials))
+        atomic_write_text(cache / "result.json", json.dumps(result.summary(), indent=2) + "\n")
+    return result

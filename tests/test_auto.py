@@ -1,0 +1,100 @@
+"""int8 that meets a stated budget by itself (edgesr.quantize.auto): the split, the speed proxy, the search,
+its cache, and the over-budget verdict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from edgesr.cli import main
+from edgesr.data.samples import CALIB_IMAGES, sample_paths
+from edgesr.models import ModelSpec, build, create
+from edgesr.quantize import QuantConfig
+from edgesr.quantize.auto import auto_quantize, int8_mac_share, recipe_yaml, split_images
+
+PHOTOS = [str(p) for p in sample_paths(CALIB_IMAGES)]
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return create("safmn", 2, dim=8, n_blocks=1)
+
+
+def test_calibration_and_validation_never_share_an_image(tmp_path):
+    calib, val = split_images(PHOTOS, every=3)
+    assert set(calib).isdisjoint(val) and len(calib) + len(val) == len(PHOTOS) and val
+
+
+def test_int8_mac_share_counts_the_float_convolutions():
+    """A 3-conv plain network: keeping the first and last conv float leaves the middle conv's MACs."""
+    model = build(ModelSpec("tests/nets/plain_net.py:make_plain_sr", 2, kwargs={"channels": 4, "depth": 2}))
+    side = 16
+    macs = [side * side * 4 * 3 * 9, side * side * 4 * 4 * 9, side * side * 12 * 4 * 9]  # out elems × C_in × k²
+    share = int8_mac_share(model, QuantConfig(keep_float=["first", "last"]), side=side)
+    assert share == pytest.approx(macs[1] / sum(macs))
+    assert int8_mac_share(model, QuantConfig(), side=side) == pytest.approx(1.0)
+
+
+def test_search_meets_a_loose_budget_and_resumes_from_its_cache(tmp_path):
+    model = _tiny()
+    kw = dict(cache_dir=tmp_path / "cache", max_trials=6, val_count=2, val_side=32)
+    first = auto_quantize(model, "executorch", PHOTOS[:4], PHOTOS[4:], 0.5, **kw)
+    assert first.within_budget and first.chosen.drop_db <= 0.5 and not any(t.cached for t in first.trials)
+    log = [json.loads(x) for x in (tmp_path / "cache" / "trials.jsonl").read_text().splitlines()]
+    assert len(log) == len(first.trials)
+    again = auto_quantize(model, "executorch", PHOTOS[:4], PHOTOS[4:], 0.5, **kw)
+    assert all(t.cached for t in again.trials) and again.chosen.name == first.chosen.name
+    assert "method: ptq" in recipe_yaml("executorch", again)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(again.model(x), first.model(x))
+
+
+def test_an_impossible_budget_is_reported_over_budget(tmp_path):
+    res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], -10.0, max_trials=3, val_count=1,
+                        val_side=32)
+    assert not res.within_budget and res.notes and "over budget" in res.notes[0]
+    assert res.chosen.drop_db == min(t.drop_db for t in res.trials) and len(res.trials) <= 3
+    assert res.model.info["auto"]["within_budget"] is False
+
+
+def _nearest_upsampler_with_an_outlier_channel() -> nn.Module:
+    """x2 nearest upsampling written as conv -> ReLU -> conv -> ReLU -> conv -> PixelShuffle (a real SR output,
+    ~25 dB on photos), whose first activation carries one channel 1000x the others that nothing reads: the fp32
+    function ignores it, a per-tensor int8 scale sized for it rounds the image channels to zero."""
+    model = build(ModelSpec("tests/nets/plain_net.py:make_plain_sr", 2, kwargs={"channels": 8, "depth": 2}))
+    with torch.no_grad():
+        for conv in (model[0], model[2], model[4]):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        model[0].bias[0] = 1000.0                      # the outlier channel
+        for c in range(3):
+            model[0].weight[3 + c, c, 1, 1] = 1.0      # channels 3..5 carry the image
+            model[2].weight[3 + c, 3 + c, 1, 1] = 1.0
+            model[4].weight[4 * c:4 * c + 4, 3 + c, 1, 1] = 1.0   # each colour to its 2x2 sub-pixels
+    return model
+
+
+def test_a_network_int8_breaks_is_repaired_within_the_budget(tmp_path):
+    model = _nearest_upsampler_with_an_outlier_channel()
+    res = auto_quantize(model, "executorch", PHOTOS[:4], PHOTOS[4:], 1.0, max_trials=12, val_count=2,
+                        val_side=32)
+    defaults = res.trials[0]
+    assert defaults.name == "defaults" and defaults.drop_db > 10.0, defaults  # int8 as it comes: broken
+    assert res.within_budget and res.chosen.drop_db <= 1.0 and res.chosen.int8_mac_share > 0.3
+
+
+def test_quantize_auto_cli(tmp_path, capsys):
+    out = tmp_path / "q.pt"
+    kw = json.dumps({"dim": 8, "n_blocks": 1})
+    argv = ["quantize", "--model", "safmn", "--scale", "2", "--model-kwargs", kw, "--target", "tflite", "--auto",
+            "--budget-db", "0.5", "--data", *PHOTOS[:4], "--val", *PHOTOS[4:], "--max-trials", "2",
+            "--time-limit", "600", "--trials-dir", str(tmp_path / "trials"), "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "chosen:" in text and "within the 0.5 dB budget" in text and "quantize:" in text
+    assert (tmp_path / "trials" / "trials.jsonl").is_file() and out.is_file()
+    assert torch.load(out, weights_only=True)["info"]["auto"]["budget_db"] == 0.5
