@@ -158,3 +158,9 @@ check: {{runs: 2, threads: 1, compare_images: 1, crops: 1}}
     data = json.loads((Path(html).parent / "report.json").read_text())
     rows = [r for r in data["rows"] if r.get("runtime") == "executorch" or r.get("target") == "executorch"]
     assert rows and all(r.get("model") == "make_plain_sr" for r in data["rows"])
+    # method auto: the search's trials, the verdict per runtime, and its plot
+    assert data["search"]["executorch"]["trials"] and data["search"]["executorch"]["budget_db"] == 0.5
+    (v,) = data["verdict"]
+    assert v["target"] == "executorch" and v["speedup"] is not None and "budget" in v["text"]
+    assert "search" in {p["kind"] for p in data["plots"]}
+    assert "## Verdict" in (Path(html).parent / "report.md").read_text()

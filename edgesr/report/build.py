@@ -160,12 +160,14 @@ def _build_into(results: dict[str, Any], d: Path) -> None:
                          **({"sqnr_db": _finite(x["sqnr_db"])} if "sqnr_db" in x else {})}
                         for x in t["layers"] if _finite(x.get("drop_db")) is not None]} for t in sens]
     top = int(results.get("sensitivity_layers", 15))
+    search = {str(t): s for t, s in (results.get("search") or {}).items()}
 
     plots = []
     for kind, title, fn in (
             ("accuracy_latency", "Accuracy vs latency per runtime", lambda p: _plots.accuracy_latency(rows, p)),
             ("precision_bars", "fp32 vs int8 PSNR-Y", lambda p: _plots.precision_bars(rows, p)),
-            ("sensitivity", "Per-layer int8 sensitivity", lambda p: _plots.sensitivity(sens, p, top=top))):
+            ("sensitivity", "Per-layer int8 sensitivity", lambda p: _plots.sensitivity(sens, p, top=top)),
+            ("search", "int8 search: validation drop vs int8 share of MACs", lambda p: _plots.search(search, p))):
         rel = f"{IMG_DIR}/{kind}.png"
         if fn(d / rel) is not None:
             plots.append({"kind": kind, "title": title, "path": rel})
@@ -198,6 +200,8 @@ def _build_into(results: dict[str, Any], d: Path) -> None:
         "plots": plots,
         "crops": crop_entries,
         "notes": [str(n) for n in results.get("notes") or []],
+        "verdict": verdicts(rows, search),
+        "search": search,
     }
     errors = validate(report)
     if errors:
@@ -208,6 +212,40 @@ def _build_into(results: dict[str, Any], d: Path) -> None:
     (d / "report.html").write_text(to_html(report))
     for p in [*d.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+def verdicts(rows: list[dict[str, Any]], search: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per runtime with int8 rows: what to ship, read from the rows (drop, speed-up) and the search (budget)."""
+    out = []
+    for target in dict.fromkeys(r["target"] for r in rows if r["precision"] == "int8"):
+        i8 = [r for r in rows if r["target"] == target and r["precision"] == "int8"]
+        ran = [r for r in i8 if r["measured_in"] == "runtime"] or [r for r in i8 if r["psnr_y"] is not None]
+        drops = {r["dataset"]: r["drop_db"] for r in ran if r["drop_db"] is not None}
+        f32 = next((r for r in rows if r["target"] == target and r["precision"] == "fp32"
+                    and r["measured_in"] == "runtime" and r["latency_ms"]), None)
+        q = next((r for r in i8 if r["measured_in"] == "runtime" and r["latency_ms"]), None)
+        speed = round(f32["latency_ms"]["median"] / q["latency_ms"]["median"], 3) if f32 and q else None
+        s = search.get(target) or {}
+        chosen = s.get("chosen") or {}
+        config = chosen.get("name", "as configured") + (f" {chosen['config']}" if chosen.get("config") else "")
+        budget = s.get("budget_db")
+        within = None
+        if budget is not None:
+            within = bool(s.get("within_budget")) and all(d <= budget for d in drops.values())
+        where = "in its runtime" if q is not None else ("simulated in PyTorch" if ran else "not run")
+        parts = [f"{target} int8 ({config}):"]
+        parts.append("drop " + ", ".join(f"{k} {v:+.3f} dB" for k, v in drops.items()) if drops else "no accuracy")
+        parts.append(f"{speed:.2f}x the fp32 speed {where}" if speed is not None else f"no latency ({where})")
+        if budget is not None:
+            parts.append(("within" if within else "OVER") + f" the {budget:g} dB budget")
+        advice = ("ship int8" if within and (speed or 0) > 1.0 else
+                  "keep fp32: int8 is not faster here" if within and speed is not None else
+                  "over budget: see the search trials" if within is False else "")
+        out.append({"target": target, "config": config, "drop_db": drops,
+                    "validation_drop_db": chosen.get("drop_db"), "int8_mac_share": chosen.get("int8_mac_share"),
+                    "speedup": speed, "budget_db": budget, "within_budget": within,
+                    "text": "; ".join(parts) + (f" -> {advice}" if advice else "")})
+    return out
 
 
 def _slug(text: str) -> str:
@@ -268,6 +306,8 @@ def to_markdown(rep: dict[str, Any]) -> str:
     lines = [f"# {rep['title']}", "", f"Built {rep['created']} by `{rep['command']}` (edgesr "
              f"{rep['environment'].get('edgesr')}" + (f", {rep['environment']['machine']}"
                                                        if rep["environment"].get("machine") else "") + ").", ""]
+    if rep.get("verdict"):
+        lines += ["## Verdict", ""] + [f"- {v['text']}" for v in rep["verdict"]] + [""]
     if rep["datasets"]:
         lines += ["Datasets: " + ", ".join(f"{d['name']} ({d['images']} images)" for d in rep["datasets"]) + ".", ""]
     lines += ["## Results", "",
@@ -316,6 +356,9 @@ def to_html(rep: dict[str, Any]) -> str:
            f"<h1>{e(rep['title'])}</h1>",
            f'<p class="meta">Built {e(rep["created"])} by <code>{e(rep["command"])}</code> — edgesr '
            f"{e(str(env.get('edgesr')))}" + (f", {e(str(env['machine']))}" if env.get("machine") else "") + "</p>"]
+    if rep.get("verdict"):
+        out.append('<h2>Verdict</h2><ul id="verdict">' + "".join(f"<li>{e(v['text'])}</li>" for v in rep["verdict"])
+                   + "</ul>")
     if rep["datasets"]:
         out.append('<p class="meta">Datasets: ' + ", ".join(f"{e(d['name'])} ({d['images']} images)"
                                                             for d in rep["datasets"]) + "</p>")

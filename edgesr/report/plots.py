@@ -149,4 +149,30 @@ def sensitivity(per_target: Sequence[dict[str, Any]], out: str | Path, top: int 
     return Path(out)
 
 
-__all__ = ["accuracy_latency", "precision_bars", "sensitivity"]
+def search(per_target: dict[str, Any], out: str | Path) -> Path | None:
+    """The int8 search's trials per target: validation drop vs the share of MACs in int8, the choice marked."""
+    targets = {t: s for t, s in per_target.items() if s.get("trials")}
+    if not targets:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), dpi=90, squeeze=False)
+    for ax, (target, s) in zip(axes[0], targets.items()):
+        trials = s["trials"]
+        ax.scatter([100 * t["int8_mac_share"] for t in trials], [t["drop_db"] for t in trials], color="#4c72b0",
+                   s=18, label="trials")
+        c = s.get("chosen") or {}
+        if c:
+            ax.scatter([100 * c["int8_mac_share"]], [c["drop_db"]], color="#c44e52", marker="*", s=140,
+                       label="chosen", zorder=3)
+        ax.axhline(s["budget_db"], color="gray", linestyle="--", linewidth=1, label=f"budget {s['budget_db']:g} dB")
+        ax.set_xlabel("int8 share of MACs (%), the speed proxy")
+        ax.set_ylabel("validation PSNR-Y drop (dB)")
+        ax.set_title(target, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return Path(out)
+
+
+__all__ = ["accuracy_latency", "precision_bars", "sensitivity", "search"]

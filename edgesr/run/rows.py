@@ -103,11 +103,15 @@ def collect(plan: Plan, done: dict[str, StageResult], command: str) -> dict[str,
             crops.append({"dataset": win.dataset, "image": win.image, "box": box, "runtime": runtime,
                           "hr": hr[view], "bicubic": bic[view], "fp32": f32, "int8": i8})
 
-    sens = {}
+    sens, search = {}, {}
     for target in plan.quantized:
         res = done.get(f"quantize {target}")
         if res is not None and res.outputs.get("sensitivity"):
             sens[target] = json.loads(res.path("sensitivity").read_text())
+        if res is not None and res.outputs.get("auto"):
+            search[target] = json.loads(res.path("auto").read_text())
+            if not search[target]["within_budget"]:
+                notes.append(f"{target}: over budget: {search[target]['notes'][0]}")
     not_run = sorted({row.target for row in rows if row.measured_in == "converted, not run"})
     if not_run:
         notes.insert(0, f"{', '.join(not_run)}: converted, not run on this machine (no numbers are reported for it)")
@@ -119,6 +123,7 @@ def collect(plan: Plan, done: dict[str, StageResult], command: str) -> dict[str,
         "datasets": [{"name": b.name, "images": len(b), "source": b.source} for b in benches],
         "rows": [row.to_json() for row in rows],
         "sensitivity": sens,
+        "search": search,
         "sensitivity_layers": r.report.sensitivity_layers if r.report else 15,
         "crops": crops,
         "notes": list(dict.fromkeys(notes)),
