@@ -56,7 +56,7 @@ def test_search_meets_a_loose_budget_and_resumes_from_its_cache(tmp_path):
 def test_an_impossible_budget_is_reported_over_budget(tmp_path):
     res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], -10.0, max_trials=3, val_count=1,
                         val_side=32)
-    assert not res.within_budget and res.notes and "over budget" in res.notes[0]
+    assert not res.within_budget and any(n.startswith("over budget") for n in res.notes)
     assert res.chosen.drop_db == min(t.drop_db for t in res.trials) and len(res.trials) <= 3
     assert res.model.info["auto"]["within_budget"] is False
 

@@ -14,7 +14,6 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,6 +394,3 @@ def detect_registry_model(weights: str | Path, param_key: str | None = None,
     raise CheckpointError(f"{weights} fits no registry model (compared {len(names())} families at x2/x3/x4); pass "
                           "--model with the network's code (path/to/file.py:NAME)")
 
-
-def spec_json(spec: ModelSpec) -> str:
-    return json.dumps(spec.to_json(), sort_keys=True)

@@ -127,6 +127,11 @@ def _conv_macs(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, int]:
 
 def int8_mac_share(model: nn.Module, cfg: QuantConfig, side: int = 32) -> float:
     """The share of the network's convolution MACs that run in int8 under ``cfg`` (the speed proxy)."""
+    return _int8_profile(model, cfg, side)[0]
+
+
+def _int8_profile(model: nn.Module, cfg: QuantConfig, side: int = 32) -> tuple[float, int]:
+    """(int8 share of conv MACs, ops left float): every float island costs a dequantize/quantize pair."""
     from .graph import capture
     from .quantizers import float_nodes
 
@@ -136,7 +141,8 @@ def int8_mac_share(model: nn.Module, cfg: QuantConfig, side: int = 32) -> float:
     macs = _conv_macs(gm, torch.rand(1, 3, side, side))
     keep = {n.name for n in float_nodes(gm, cfg)}
     total = sum(macs.values())
-    return 1.0 if total == 0 else sum(v for k, v in macs.items() if k not in keep) / total
+    share = 1.0 if total == 0 else sum(v for k, v in macs.items() if k not in keep) / total
+    return share, len(keep)
 
 
 # ---------------------------------------------------------------------------------------- trials
@@ -148,6 +154,7 @@ class Trial:
     config: dict[str, Any]                # QuantConfig fields that differ from the defaults
     drop_db: float
     int8_mac_share: float
+    float_ops: int = 0                    # ops left float (islands cost a dequantize/quantize pair each)
     mode: str = "ptq"
     seconds: float = 0.0
     cached: bool = False
@@ -242,8 +249,8 @@ class _Search:
             from ..config import from_dict
 
             applied = from_dict(QuantConfig, dict(q.config))  # with the outlier guard's kept nodes
-            trial = Trial(name, _overrides(cfg), drop, int8_mac_share(self.model, applied), mode,
-                          round(time.perf_counter() - t0, 2))
+            share, floats = _int8_profile(self.model, applied)
+            trial = Trial(name, _overrides(cfg), drop, share, floats, mode, round(time.perf_counter() - t0, 2))
             if path is not None:
                 atomic_write_text(path, json.dumps(trial.to_json(), indent=1) + "\n")
             self.bar.update(1)
@@ -359,6 +366,17 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
             t = s.run(name, cand)
             if better(t, best):
                 best, cfg = t, cand
+    # 1b. within the budget: drop again, one at a time, the options that are no longer needed (fewer float islands)
+    if best is not None and best.within_budget and cfg is not plain:
+        for name, undo in (("float residual adds", lambda c: dataclasses.replace(c, float_adds=False)),
+                           ("outlier guard", lambda c: dataclasses.replace(c, outlier_ratio=0.0)),
+                           ("per-consumer ranges", lambda c: dataclasses.replace(c, island_exits=True))):
+            cand = undo(cfg)
+            if cand == cfg:
+                continue
+            t = s.run(f"{best.name}, without {name}", cand)
+            if t is not None and t.within_budget:
+                best, cfg = t, cand
     # 2. float fallback per layer in sensitivity order, from the configuration before the float options (they
     #    may keep more float than needed), bisection on how many layers stay float; skipped when a configuration
     #    within the budget already runs nearly all MACs in int8
@@ -377,6 +395,11 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
                                        float_tails=True)
 
         lo, hi = 1, len(order)  # the fewest float layers that meet the budget, by bisection
+        every = s.run("every conv float (the floor of the per-layer fallback)", fallback(len(order))) if order else None
+        if every is not None and not every.within_budget:
+            notes.append(f"with every convolution float the drop is still {every.drop_db:.3f} dB: the budget needs "
+                         "the other int8 ops (adds, multiplies, activations, pooling, input/output) float, or QAT")
+            lo = hi = 0
         while lo < hi and not s.exhausted():
             k = (lo + hi) // 2
             t = s.run(f"{k} most sensitive layers float", fallback(k))
@@ -386,7 +409,7 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
                 hi = k
             else:
                 lo = k + 1
-        if order and not s.exhausted():
+        if order and lo and not s.exhausted():
             s.run(f"{lo} most sensitive layers float", fallback(lo))
     # 3. QAT from the most accurate PTQ configuration
     if not any(t.within_budget for t in s.trials) and qat_images and not s.exhausted():
@@ -398,7 +421,7 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
     if not s.trials:
         raise UsageError("quantize --auto: no trial ran (raise --max-trials or --time-limit)")
     within = [t for t in s.trials if t.within_budget]
-    chosen = (max(within, key=lambda t: (t.int8_mac_share, -t.drop_db)) if within
+    chosen = (max(within, key=lambda t: (round(t.int8_mac_share, 4), -t.float_ops, -t.drop_db)) if within
               else min(s.trials, key=lambda t: t.drop_db))
     if not within:
         notes.append(f"over budget: no configuration reached {budget_db:g} dB; the most accurate one "

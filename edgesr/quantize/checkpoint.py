@@ -12,7 +12,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import CheckpointError
-from ..models import ModelSpec, build, load_state_dict_strict, read_checkpoint, unwrap
+from ..models import ModelSpec, load_state_dict_strict, read_checkpoint, unwrap
 from ..models.checkpoint import atomic_torch_save
 from .config import QuantConfig
 from .graph import QuantizedSR
@@ -83,14 +83,9 @@ def load(ckpt: dict[str, Any] | str | Path, spec: ModelSpec | None = None,
 
 def _bare(spec: ModelSpec) -> nn.Module:
     """The network of ``spec`` with its recorded structure and no weights (they are loaded after)."""
-    from ..reparam import rebuild
+    from ..reparam import load as load_float
 
-    structure = spec.structure
-    model = build(spec.replace(structure=None))
-    if structure:
-        rebuild(unwrap(model)[0], structure)
-        model.edgesr_spec = model.edgesr_spec.replace(structure=structure)
-    return model
+    return load_float(spec.replace(weights=None))
 
 
 def load_model(spec: ModelSpec) -> nn.Module:

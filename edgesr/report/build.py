@@ -233,8 +233,8 @@ def verdicts(rows: list[dict[str, Any]], search: dict[str, Any]) -> list[dict[st
         if budget is not None:
             within = bool(s.get("within_budget")) and all(d <= budget for d in drops.values())
         where = "in its runtime" if q is not None else ("simulated in PyTorch" if ran else "not run")
-        parts = [f"{target} int8 ({config}):"]
-        parts.append("drop " + ", ".join(f"{k} {v:+.3f} dB" for k, v in drops.items()) if drops else "no accuracy")
+        parts = [f"{target} int8 ({config}): drop " + ", ".join(f"{k} {v:+.3f} dB" for k, v in drops.items())
+                 if drops else f"{target} int8 ({config}): no accuracy"]
         parts.append(f"{speed:.2f}x the fp32 speed {where}" if speed is not None else f"no latency ({where})")
         if budget is not None:
             parts.append(("within" if within else "OVER") + f" the {budget:g} dB budget")

@@ -111,7 +111,7 @@ def collect(plan: Plan, done: dict[str, StageResult], command: str) -> dict[str,
         if res is not None and res.outputs.get("auto"):
             search[target] = json.loads(res.path("auto").read_text())
             if not search[target]["within_budget"]:
-                notes.append(f"{target}: over budget: {search[target]['notes'][0]}")
+                notes += [f"{target}: {n}" for n in search[target]["notes"]]
     not_run = sorted({row.target for row in rows if row.measured_in == "converted, not run"})
     if not_run:
         notes.insert(0, f"{', '.join(not_run)}: converted, not run on this machine (no numbers are reported for it)")
