@@ -410,3 +410,19 @@ def test_outlier_guard_is_stored_and_reloads_identically(tmp_path):
         assert torch.equal(again(x), q(x))
     with pytest.raises(UsageError, match="outlier_ratio"):
         QuantConfig(outlier_ratio=0.5).validate()
+
+
+def test_int8_checkpoint_of_a_deployed_model_reloads_through_save_quantized(tmp_path):
+    """save_quantized records the structure itself: a deployed (folded, shift-as-conv) model's int8 checkpoint
+    saved through the Python API reloads to identical outputs, without the caller passing the record."""
+    from edgesr.reparam import deploy
+
+    torch.manual_seed(0)
+    model = deploy(create("scnet_t", 2, num_block=1, num_feat=16))
+    q = ptq(model, "executorch", _calib(2), QuantConfig())
+    path = save_quantized(q, tmp_path / "dep_int8.pt")
+    again = quantize_load(path)
+    assert again.spec.structure and again.spec.structure.get("deploy")
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(again(x), q(x))
