@@ -168,3 +168,21 @@ def _checked_hr(hr: Path, lr: Path, scale: int) -> Callable[[], np.ndarray]:
 
 def _loader(path: Path) -> Callable[[], np.ndarray]:
     return lambda: load_image(path)
+
+
+def image_files(items: Sequence[str | Path], what: str = "image") -> list[Path]:
+    """Image files from folders (sorted) and single files, in the given order; a one-line error for a missing
+    path or an empty folder."""
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise EdgesrError(f"{what} folder has no images: {p}")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise EdgesrError(f"{what} folder not found: {p}")
+    return paths

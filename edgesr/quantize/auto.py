@@ -46,20 +46,9 @@ __all__ = ["AutoResult", "Trial", "auto_quantize", "validation_pairs", "split_im
 def split_images(folders: Sequence[str | Path], every: int = 5) -> tuple[list[Path], list[Path]]:
     """(calibration, validation) image paths: every ``every``-th image of the sorted folders is held out for
     validation, the rest calibrate. Disjoint by construction, deterministic."""
-    from ..data.folders import list_images
+    from ..data.folders import image_files
 
-    paths: list[Path] = []
-    for f in folders:
-        p = Path(f)
-        if p.is_dir():
-            found = list_images(p)
-            if not found:
-                raise UsageError(f"quantize: no images in {p}")
-            paths += found
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise UsageError(f"quantize: image folder not found: {p}")
+    paths = image_files(folders, "quantize: image")
     val = [p for i, p in enumerate(paths) if i % every == every - 1]
     calib = [p for i, p in enumerate(paths) if i % every != every - 1]
     if not val or not calib:

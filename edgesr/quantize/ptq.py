@@ -41,22 +41,10 @@ def calibration_inputs(calib: Calibration, scale: int, cfg: QuantConfig, mult: i
         raise UsageError("quantize: no calibration images given")
     if all(isinstance(t, torch.Tensor) for t in items):
         return [t if t.dim() == 4 else t.unsqueeze(0) for t in items[: cfg.calib_size]]
-    from ..data.folders import hr_and_bicubic_lr, list_images
+    from ..data.folders import hr_and_bicubic_lr, image_files
     from ..data.io import load_image, to_tensor
 
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = list_images(p)
-            if not found:
-                raise UsageError(f"quantize: no images in calibration folder {p}")
-            paths += found
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise UsageError(f"quantize: calibration folder not found: {p}")
-    paths = _spread(paths, cfg.calib_size)
+    paths = _spread(image_files(items, "quantize: calibration"), cfg.calib_size)
     out = []
     for p in tqdm(paths, desc="calibration LR", unit="img", disable=not progress, leave=False):
         _, lr = hr_and_bicubic_lr(load_image(p), scale)
