@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,38 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def interleaved(paths: list[Path], threads: int, rounds: int) -> list[dict]:
-    """Median / p90 latency of each artifact, measured in rounds that run every artifact once (so a busy host
-    slows all of them alike), with the int8 speed-up over the fp32 artifact of the same model and target."""
-    import numpy as np
+    """edgesr's interleaved timing (``edgesr.export.runtimes.interleaved_latency``), rounds on stderr."""
+    from edgesr.export.runtimes import interleaved_latency
 
-    from edgesr.export.runtimes import load_runner
-    from edgesr.export.spec import read_sidecar
-
-    runners = []
-    for path in paths:
-        info = read_sidecar(path)
-        run = load_runner(path, info, threads)
-        x = np.random.default_rng(0).random((1, 3, *info.input_size), dtype=np.float32)
-        run(x)  # warm-up: first-call allocation and packing
-        runners.append((Path(path), info, run, x))
-    times: dict[Path, list[float]] = {path: [] for path, *_ in runners}
-    for r in range(rounds):
-        for path, _, run, x in runners:
-            t = time.perf_counter()
-            run(x)
-            times[path].append((time.perf_counter() - t) * 1e3)
-        print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
-    rows = []
-    for path, info, _, _ in runners:
-        ts = sorted(times[path])
-        rows.append({"artifact": path.name, "model": info.model, "target": info.target,
-                     "precision": info.precision, "input_size": list(info.input_size),
-                     "median_ms": statistics.median(ts), "p90_ms": ts[min(len(ts) - 1, int(0.9 * len(ts)))]})
-    for row in rows:
-        fp = next((o["median_ms"] for o in rows if (o["model"], o["target"], o["precision"], o["input_size"])
-                   == (row["model"], row["target"], "fp32", row["input_size"])), None)
-        row["speedup_vs_fp32"] = fp / row["median_ms"] if fp and row["precision"] != "fp32" else None
-    return rows
+    return interleaved_latency(paths, threads, rounds, progress=True)
 
 
 def main(argv: list[str] | None = None) -> int:

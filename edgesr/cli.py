@@ -177,6 +177,10 @@ PLUGIN_MODULES = (
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "latency_factory"):  # quantize --auto times its finalists with the export stage (a layer up)
+        from .export.latency import LatencyProbe
+
+        args.latency_factory = LatencyProbe
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
 

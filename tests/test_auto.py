@@ -53,6 +53,24 @@ def test_search_meets_a_loose_budget_and_resumes_from_its_cache(tmp_path):
         assert torch.allclose(again.model(x), first.model(x))
 
 
+def test_the_fastest_finalist_within_the_budget_wins(tmp_path):
+    """Finalists are timed by the caller's stopwatch; the fastest wins even where the MAC proxy ties."""
+    timed = []
+
+    def stopwatch(q):
+        timed.append(q.config["observer"])
+        ms = 1.0 if q.config["observer"] == "minmax" else 2.0
+        return {"fp32_ms": 2.0, "int8_ms": ms, "speedup": 2.0 / ms, "input_size": [16, 16], "runtime": "fake"}
+
+    res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 50.0, max_trials=4, val_count=1,
+                        val_side=32, latency=stopwatch, finalists=4)
+    assert len(timed) == 4 and res.chosen.config.get("observer") == "minmax"
+    assert res.chosen.latency["int8_ms"] == 1.0 and res.model.info["auto"]["latency"]["speedup"] == 2.0
+    res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 50.0, max_trials=4, val_count=1,
+                        val_side=32, latency=stopwatch, finalists=1)
+    assert len(timed) == 5  # one finalist timed
+
+
 def test_an_impossible_budget_is_reported_over_budget(tmp_path):
     res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], -10.0, max_trials=3, val_count=1,
                         val_side=32)
@@ -92,9 +110,13 @@ def test_quantize_auto_cli(tmp_path, capsys):
     kw = json.dumps({"dim": 8, "n_blocks": 1})
     argv = ["quantize", "--model", "safmn", "--scale", "2", "--model-kwargs", kw, "--target", "tflite", "--auto",
             "--budget-db", "0.5", "--data", *PHOTOS[:4], "--val", *PHOTOS[4:], "--max-trials", "2",
-            "--time-limit", "600", "--trials-dir", str(tmp_path / "trials"), "--quiet", "--out", str(out)]
+            "--time-limit", "600", "--trials-dir", str(tmp_path / "trials"), "--quiet", "--out", str(out),
+            "--finalists", "1", "--latency-size", "24x32"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "chosen:" in text and "within the 0.5 dB budget" in text and "quantize:" in text
+    assert "x fp32 in tflite at 24x32" in text  # the finalist was exported and timed in LiteRT at that size
+    timed = [json.loads(x) for x in (tmp_path / "trials" / "trials.jsonl").read_text().splitlines()]
+    assert sum(t["latency"] is not None for t in timed) == 1
     assert (tmp_path / "trials" / "trials.jsonl").is_file() and out.is_file()
     assert torch.load(out, weights_only=True)["info"]["auto"]["budget_db"] == 0.5

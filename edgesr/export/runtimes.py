@@ -147,6 +147,43 @@ def measure_latency(run: Runner, x: np.ndarray, runs: int = 20, warmup: int = 3)
             "min": float(a.min()), "runs": int(runs), "warmup": int(warmup)}
 
 
+def interleaved_latency(paths: list[Path], threads: int | None = None, rounds: int = 7,
+                        progress: bool = False) -> list[dict[str, Any]]:
+    """Median / p90 latency (ms) of each artifact in rounds that run every artifact once (so a background load
+    that comes and goes hits all of them alike), with each non-fp32 artifact's speed-up over the fp32 artifact of
+    the same model, target and input size: ratios from one run."""
+    import statistics
+
+    from .spec import read_sidecar
+
+    runners = []
+    for path in paths:
+        info = read_sidecar(path)
+        run = load_runner(path, info, threads)
+        x = np.random.default_rng(0).random((1, 3, *info.input_size), dtype=np.float32)
+        run(x)  # warm-up: first-call allocation and weight packing
+        runners.append((Path(path), info, run, x))
+    times: dict[Path, list[float]] = {path: [] for path, *_ in runners}
+    for r in range(rounds):
+        for path, _, run, x in runners:
+            t = time.perf_counter()
+            run(x)
+            times[path].append((time.perf_counter() - t) * 1e3)
+        if progress:
+            print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+    rows = []
+    for path, info, _, _ in runners:
+        ts = sorted(times[path])
+        rows.append({"artifact": path.name, "model": info.model, "target": info.target,
+                     "precision": info.precision, "input_size": list(info.input_size),
+                     "median_ms": statistics.median(ts), "p90_ms": ts[min(len(ts) - 1, int(0.9 * len(ts)))]})
+    for row in rows:
+        fp = next((o["median_ms"] for o in rows if (o["model"], o["target"], o["precision"], o["input_size"])
+                   == (row["model"], row["target"], "fp32", row["input_size"])), None)
+        row["speedup_vs_fp32"] = fp / row["median_ms"] if fp and row["precision"] != "fp32" else None
+    return rows
+
+
 # ------------------------------------------------------------------------------ op profiles
 def executorch_op_profile(path: str | Path, x: np.ndarray, info: ArtifactInfo, runs: int = 5) -> dict[str, Any]:
     """Per-operator times from an ETDump written by the Python runtime (1.5.1 writes a non-empty one)."""

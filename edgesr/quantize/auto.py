@@ -3,18 +3,21 @@
 The budget is the PSNR-Y drop (dB, vs HR, border = scale, uint8 output) of the fake-quant model against the
 fp32 model on *validation* images, never the calibration images. The search is greedy, not a grid:
 
-1. PTQ with the defaults; then, one at a time and kept only when they help, the observer, the outlier guard
-   (only where the calibration data shows outlier channels), float residual adds, LiteRT island exits, and the
-   first/last convolution in float;
+1. PTQ with the defaults; then, one at a time and kept only when they help: the observer; the weight algorithms
+   that keep every op int8 (cross-layer equalization where the network has ReLU-family conv pairs, the
+   per-channel weight scale search, bias correction); and, while over budget, the outlier guard (only where the
+   calibration data shows outlier channels), float residual adds, LiteRT island exits, the first/last
+   convolution in float;
 2. float fallback per layer, in the order of measured sensitivity (each layer alone in int8, dB vs HR), the
    number of float layers found by bisection on the sorted list;
 3. QAT distilled from the fp32 model from the best configuration, when PTQ cannot reach the budget and training
    images were given.
 
 Every trial is cached (keyed by the model's weights, the data, the target and the configuration), so a re-run
-resumes; all trials go to ``trials.jsonl``. The result is the configuration with the most int8 MACs (the speed
-proxy; :func:`measure_finalists` times the exported artifacts) within the budget, or — none reaching it — the
-most accurate one, marked over budget.
+resumes; all trials go to ``trials.jsonl``. Within the budget the finalists (most int8 MACs, fewest float ops)
+are timed by the ``latency`` callable the caller passes (the export stage's, which runs the artifacts in the
+target's runtime, interleaved with fp32) and the fastest is chosen; without it, the one with the most int8 MACs.
+None reaching the budget, the most accurate one is chosen and marked over budget.
 """
 
 from __future__ import annotations
@@ -298,9 +301,14 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
                   budget_db: float, *, config: QuantConfig | None = None, max_trials: int = 24,
                   time_limit: float | None = None, cache_dir: str | Path | None = None,
                   qat_images: Sequence[str | Path] | None = None, val_count: int = 8, val_side: int = 64,
+                  latency: Callable[[nn.Module], dict[str, Any] | None] | None = None, finalists: int = 3,
                   progress: bool = False) -> AutoResult:
     """Search the int8 configuration for ``target`` whose validation drop is within ``budget_db``; return the
-    one with the most int8 MACs among those (or the most accurate, marked over budget)."""
+    fastest of those (or the most accurate, marked over budget).
+
+    ``latency(int8_model)`` times one candidate in the target's runtime (``{"fp32_ms", "int8_ms", "speedup"}``,
+    or None where the runtime cannot run here); the ``finalists`` within budget with the most int8 MACs are timed
+    and the fastest wins. Without it the most int8 MACs win (the speed proxy)."""
     from ..config import from_dict
     from .outliers import find_outliers
     from .graph import capture
@@ -335,6 +343,21 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
         if obs != base.observer:
             steps.append((f"observer {obs}", dataclasses.replace(base, observer=obs)))
     for name, cand in steps:
+        t = s.run(name, cand)
+        if better(t, best):
+            best, cfg, plain = t, cand, cand
+    # weight algorithms: no op leaves int8, so a gain here is free
+    from .weights import equalization_pairs
+
+    algorithms: list[tuple[str, dict[str, Any]]] = []
+    if equalization_pairs(capture(model, clamp_output=cfg.clamp_output)):
+        algorithms.append(("cross-layer equalization", {"equalize": True}))
+    algorithms += [("weight scale search (layer output MSE)", {"scale_search": True}),
+                   ("bias correction", {"bias_correction": True})]
+    for name, change in algorithms:
+        cand = dataclasses.replace(cfg, **change)
+        if cand == cfg:
+            continue
         t = s.run(name, cand)
         if better(t, best):
             best, cfg, plain = t, cand, cand
@@ -410,19 +433,39 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
     if not s.trials:
         raise UsageError("quantize --auto: no trial ran (raise --max-trials or --time-limit)")
     within = [t for t in s.trials if t.within_budget]
-    chosen = (max(within, key=lambda t: (round(t.int8_mac_share, 4), -t.float_ops, -t.drop_db)) if within
-              else min(s.trials, key=lambda t: t.drop_db))
+
+    def build(trial: Trial) -> nn.Module:
+        c = from_dict(QuantConfig, {**dataclasses.asdict(base), **trial.config, "keep_nodes": []})
+        if trial.mode == "qat":
+            return qat(model, target, list(qat_images or []), c, calib_images=calib)
+        return ptq(model, target, calib, c)
+
+    built: dict[int, nn.Module] = {}
+    ranked = sorted(within, key=lambda t: (-round(t.int8_mac_share, 4), t.float_ops, t.drop_db))
+    if latency is not None and ranked:
+        seen: list[tuple[dict[str, Any], str]] = []
+        for t in tqdm(ranked, desc=f"timing finalists {target}", unit="cfg", disable=not progress):
+            if len(seen) >= finalists:
+                break
+            if any(t.config == c and t.mode == m for c, m in seen):
+                continue
+            seen.append((t.config, t.mode))
+            built[id(t)] = build(t)
+            t.latency = latency(built[id(t)])
+        timed = [t for t in ranked if t.latency and t.latency.get("int8_ms")]
+        if timed:
+            ranked = sorted(timed, key=lambda t: t.latency["int8_ms"]) + [t for t in ranked if t not in timed]
+    chosen = ranked[0] if ranked else min(s.trials, key=lambda t: t.drop_db)
     if not within:
         notes.append(f"over budget: no configuration reached {budget_db:g} dB; the most accurate one "
                      f"({chosen.name}) loses {chosen.drop_db:.3f} dB")
-    final_cfg = from_dict(QuantConfig, {**dataclasses.asdict(base), **chosen.config, "keep_nodes": []})
-    if chosen.mode == "qat":
-        q = qat(model, target, list(qat_images or []), final_cfg, calib_images=calib)
-    else:
-        q = ptq(model, target, calib, final_cfg)
+        if latency is not None:
+            chosen.latency = latency(built.setdefault(id(chosen), build(chosen)))
+    q = built.get(id(chosen)) or build(chosen)
     q.info.update({"auto": {"budget_db": float(budget_db), "within_budget": bool(within),
                             "chosen": chosen.name, "validation_drop_db": chosen.drop_db,
-                            "int8_mac_share": chosen.int8_mac_share, "trials": len(s.trials)}})
+                            "int8_mac_share": chosen.int8_mac_share, "trials": len(s.trials),
+                            "latency": chosen.latency}})
     result = AutoResult(q, chosen, s.trials, float(budget_db), bool(within), float(np.mean(s.fp32)), len(pairs),
                         len(calib), notes)
     if cache is not None:

@@ -8,7 +8,7 @@ import shlex
 import sys
 import time
 
-from ..cliargs import add_model_args, check_output_path, model_spec, positive_int, spec_flags
+from ..cliargs import add_model_args, check_output_path, model_spec, nonneg_int, positive_int, spec_flags
 from ..errors import UsageError
 from .config import OBSERVERS, TARGETS
 
@@ -71,20 +71,28 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.auto:
         from .auto import auto_quantize, recipe_yaml
 
+        latency = None
+        if args.finalists and args.latency_factory is not None:  # the export stage's stopwatch (wired by the CLI)
+            latency = args.latency_factory(model, args.target, args.latency_size, threads=args.threads)
         res = auto_quantize(model, args.target, calib, val, args.budget_db, config=cfg, max_trials=args.max_trials,
                             time_limit=args.time_limit, cache_dir=args.trials_dir or f"{args.out}.search",
-                            qat_images=calib if args.mode == "qat" else None, progress=not args.quiet)
+                            qat_images=calib if args.mode == "qat" else None, latency=latency,
+                            finalists=args.finalists, progress=not args.quiet)
         q = res.model
         print(f"int8 search for {args.target}: {len(res.trials)} trials "
               f"({sum(t.cached for t in res.trials)} from the cache), log: {args.trials_dir or args.out + '.search'}"
               "/trials.jsonl")
-        print(f"{'trial':<48} {'drop dB':>8} {'int8 MACs':>9}")
+        print(f"{'trial':<48} {'drop dB':>8} {'int8 MACs':>9} {'int8/fp32 ms':>16}")
         for t in res.trials:
-            print(f"{t.name[:48]:<48} {t.drop_db:8.4f} {t.int8_mac_share:9.1%}" + ("  *" if t is res.chosen else ""))
+            ms = (f"{t.latency['int8_ms']:.1f}/{t.latency['fp32_ms']:.1f}" if t.latency else "")
+            print(f"{t.name[:48]:<48} {t.drop_db:8.4f} {t.int8_mac_share:9.1%} {ms:>16}"
+                  + ("  *" if t is res.chosen else ""))
         c = res.chosen
         verdict = "within" if res.within_budget else "OVER"
+        speed = (f", {c.latency['speedup']:.2f}x fp32 in {c.latency['runtime']} at "
+                 f"{c.latency['input_size'][0]}x{c.latency['input_size'][1]}" if c.latency else "")
         print(f"chosen: {c.name}: validation drop {c.drop_db:.4f} dB ({verdict} the {args.budget_db:g} dB budget, "
-              f"{res.validation_images} held-out images), {c.int8_mac_share:.0%} of MACs int8")
+              f"{res.validation_images} held-out images), {c.int8_mac_share:.0%} of MACs int8{speed}")
         if not res.within_budget:
             print(f"warning: over budget: no configuration reached {args.budget_db:g} dB", file=sys.stderr)
         print("recipe that reproduces it without the search:\n" + recipe_yaml(args.target, res))
@@ -149,6 +157,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _size(text: str) -> tuple[int, int]:
+    h, sep, w = text.lower().partition("x")
+    if not (h.isdigit() and (w.isdigit() or not sep)) or int(h) < 1 or (sep and int(w) < 1):
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 96x96, got {text!r}")
+    return int(h), int(w or h)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "quantize", help="int8 PTQ or QAT for a target runtime (ExecuTorch, TFLite, Core ML)",
@@ -196,9 +211,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--auto: stop starting new trials after S seconds")
     p.add_argument("--trials-dir", default=None, metavar="DIR",
                    help="--auto: trial cache and trials.jsonl (default: OUT.search); a re-run resumes from it")
+    p.add_argument("--finalists", type=nonneg_int, default=3, metavar="N",
+                   help="--auto: export the N within-budget configurations with the most int8 MACs and time them in "
+                        "the target's runtime, interleaved with fp32; the fastest wins (0: most int8 MACs wins)")
+    p.add_argument("--latency-size", type=_size, default=(96, 96), metavar="HxW",
+                   help="--auto: LR input size the finalists are timed at (default 96x96)")
     p.add_argument("--analyze", action="store_true",
                    help="per-layer sensitivity: PSNR-Y drop vs HR (dB) when each conv alone is int8, worst first")
     p.add_argument("--analyze-json", default=None, metavar="FILE", help="write the sensitivity table as JSON")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_quantize)
+    p.set_defaults(func=cmd_quantize, latency_factory=None)

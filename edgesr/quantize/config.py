@@ -42,6 +42,12 @@ class QuantConfig:
     # value too). Without it the converter merges per-consumer quantizers into the first one's range: SAFMN x4
     # .tflite 19 dB; EIMN-A's .tflite 0.021 dB off its fake-quant model. Off = per-consumer ranges, as XNNPACK.
     island_exits: bool = True
+    # post-training algorithms on the weights (edgesr.quantize.weights), applied to int8 convolutions before
+    # calibration: cross-layer equalization (ReLU / LeakyReLU / PReLU chains), per-channel weight scale search
+    # (layer output MSE on the calibration inputs), bias correction of the weights' int8 error
+    equalize: bool = False
+    scale_search: bool = False
+    bias_correction: bool = False
     calib_size: int = 16                 # calibration images (LR), each cropped to calib_patch if larger
     calib_patch: int = 96                # LR crop side for calibration (whole image when smaller)
     # QAT

@@ -62,14 +62,23 @@ def _spread(paths: list[Path], n: int) -> list[Path]:
 
 # ------------------------------------------------------------------------------------ shared flow
 def prepare(model: nn.Module, target: str, cfg: QuantConfig, qat: bool = False,
-            keep: Any = None) -> torch.fx.GraphModule:
-    """Capture ``model`` and insert the target's observers (PTQ) or fake-quantizers (QAT)."""
+            keep: Any = None, inputs: Sequence[torch.Tensor] | None = None,
+            info: dict | None = None) -> torch.fx.GraphModule:
+    """Capture ``model`` and insert the target's observers (PTQ) or fake-quantizers (QAT). The weight
+    algorithms ``cfg`` asks for run between the two, on ``inputs`` (their statistics go to ``info``)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
     gm = capture(model, clamp_output=cfg.clamp_output)
     bad = unknown_keep_float(gm, cfg)
     if bad:
         raise UsageError(f"quantize: keep_float names no module of the model: {bad[0]!r}")
+    if cfg.equalize or cfg.scale_search or cfg.bias_correction:
+        from . import weights
+        from .quantizers import float_nodes
+
+        found = weights.apply(gm, cfg, float_nodes(gm, cfg), inputs)
+        if info is not None:
+            info.update(found)
     quantizer = make_quantizer(target, cfg, qat=qat, keep=keep)
     prepared = prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
     prepared.capture_min_size = getattr(gm, "capture_min_size", 1)
@@ -170,7 +179,7 @@ def ptq(model: nn.Module, target: str, calib_images: Calibration, config: QuantC
     scale = model_scale(model)
     inputs = calibration_inputs(calib_images, scale, cfg, size_multiple(model), progress)
     cfg, info = guard_outliers(model, cfg, inputs)
-    prepared = prepare(model, target, cfg)
+    prepared = prepare(model, target, cfg, inputs=inputs, info=info)
     calibrate(prepared, inputs, progress)
     return finish(model, prepared, target, "ptq", cfg, scale, {"calibration_images": len(inputs), **info})
 

@@ -55,7 +55,8 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
 
     calib = calibration_inputs(calib_images or train_images, scale, cfg, mult)
     cfg, guard_info = guard_outliers(model, cfg, calib)
-    prepared = prepare(model, target, cfg, qat=True)
+    weight_info: dict = {}
+    prepared = prepare(model, target, cfg, qat=True, inputs=calib, info=weight_info)  # QAT starts from them
     calibrate(prepared, calib)            # ranges start where PTQ would put them
     move_exported_model_to_train(prepared)
     params = [p for p in prepared.parameters() if p.requires_grad]
@@ -81,5 +82,5 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
         bar.set_postfix(loss=f"{last['loss']:.4f}")
     move_exported_model_to_eval(prepared)
     info = {"iterations": cfg.iterations, "final_loss": last.get("loss"), "calibration_images": len(calib),
-            "teacher": (spec_of(teacher).label if teacher is not None else "self"), **guard_info}
+            "teacher": (spec_of(teacher).label if teacher is not None else "self"), **guard_info, **weight_info}
     return finish(model, prepared, target, "qat", cfg, scale, info)

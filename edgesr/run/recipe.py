@@ -85,6 +85,9 @@ class QuantizeSpec:
     budget_db: float = 0.05
     max_trials: int = 24
     time_limit: float | None = None     # seconds per target
+    # method auto: the N within-budget configurations with the most int8 MACs are exported and timed in the
+    # target's runtime at export.input_size, interleaved with fp32; the fastest wins (0: the most int8 MACs wins)
+    finalists: int = 3
     # per-target overrides of ``config``: each runtime's int8 scheme loses accuracy in different places
     # (SAFMN: ExecuTorch in its residual adds, LiteRT in its first/last convs), e.g. {tflite: {keep_float: [first]}};
     # ``method`` may be overridden per target too: {tflite: {method: ptq}}
@@ -107,6 +110,8 @@ class QuantizeSpec:
                                   f"got {extra['method']!r}")
         if self.max_trials < 1 or (self.time_limit is not None and self.time_limit <= 0):
             raise RecipeError("quantize: max_trials and time_limit must be positive")
+        if self.finalists < 0:
+            raise RecipeError(f"quantize.finalists: expected 0 or more, got {self.finalists}")
         if self.sensitivity_layers is not None and self.sensitivity_layers < 1:
             raise RecipeError("quantize.sensitivity_layers must be positive (or null: every layer)")
 

@@ -188,10 +188,17 @@ def quantize(name: str, scale: int, weights: str, target: str, method: str, cfg:
 
         cal, val = split_for_search(calib_folders, val_folders)
         a = dict(auto or {})
+        latency = None
+        if int(a.get("finalists", 0)):
+            from ..export.latency import LatencyProbe
+
+            latency = LatencyProbe(model, target, tuple(a.get("latency_size", (64, 64))), threads=a.get("threads"),
+                                   workdir=out / "finalists")
         res = auto_quantize(model, target, [str(p) for p in cal], [str(p) for p in val], float(a.get("budget_db", 0.05)),
                             config=cfg, max_trials=int(a.get("max_trials", 24)), time_limit=a.get("time_limit"),
                             cache_dir=out / "search",
-                            qat_images=[str(p) for p in train_folders] if train_folders else None)
+                            qat_images=[str(p) for p in train_folders] if train_folders else None,
+                            latency=latency, finalists=int(a.get("finalists", 0)))
         qmodel = res.model
         _json(out / "auto.json", {**res.summary(), "recipe": recipe_yaml(target, res)})
         outputs["auto"] = "auto.json"

@@ -3,11 +3,11 @@
 import torch.nn as nn
 
 
-def make_plain_sr(scale=2, channels=12, depth=3):
-    layers = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU()]
+def make_plain_sr(scale=2, channels=12, depth=3, bias=True):
+    layers = [nn.Conv2d(3, channels, 3, padding=1, bias=bias), nn.ReLU()]
     for _ in range(depth - 1):
-        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
-    layers += [nn.Conv2d(channels, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale)]
+        layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=bias), nn.ReLU()]
+    layers += [nn.Conv2d(channels, 3 * scale * scale, 3, padding=1, bias=bias), nn.PixelShuffle(scale)]
     return nn.Sequential(*layers)
 
 

@@ -1,0 +1,51 @@
+"""The int8 search's stopwatch: export a candidate for its target and time it in that runtime, interleaved
+with the fp32 artifact of the same network, so the search picks the fastest configuration within its budget
+from measured ratios (not from the int8 share of MACs alone)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..targets import TABLE
+
+
+class LatencyProbe:
+    """``probe(int8_model)`` → ``{"fp32_ms", "int8_ms", "speedup", "input_size", "runtime"}`` for ``target`` at
+    ``input_size``; None where the runtime does not run on this host (Core ML on Linux: "converted, not run").
+    The fp32 artifact is exported once per probe."""
+
+    def __init__(self, fp32_model: nn.Module, target: str, input_size: tuple[int, int], threads: int | None = None,
+                 rounds: int = 5, workdir: str | Path | None = None) -> None:
+        self.fp32_model, self.target, self.input_size = fp32_model, target, tuple(input_size)
+        self.threads, self.rounds = threads, rounds
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgesr-latency-") if workdir is None else None
+        self.dir = Path(workdir) if workdir is not None else Path(self._tmp.name)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._fp32: Path | None = None
+        self._count = 0
+
+    def runs_here(self) -> bool:
+        return TABLE[self.target].runs_on_host
+
+    def __call__(self, int8_model: nn.Module) -> dict[str, Any] | None:
+        if not self.runs_here():
+            return None
+        from .exporters import export
+        from .runtimes import interleaved_latency
+
+        suffix = TABLE[self.target].suffix
+        if self._fp32 is None:
+            self._fp32 = self.dir / f"fp32{suffix}"
+            export(self.fp32_model, self.target, "fp32", self.input_size, self._fp32)
+        self._count += 1
+        path = self.dir / f"int8_{self._count}{suffix}"
+        export(self.fp32_model, self.target, "int8", self.input_size, path, quantized=int8_model)
+        rows = interleaved_latency([self._fp32, path], self.threads, self.rounds)
+        fp32, int8 = rows[0]["median_ms"], rows[1]["median_ms"]
+        return {"fp32_ms": round(fp32, 3), "int8_ms": round(int8, 3), "speedup": round(fp32 / int8, 3),
+                "input_size": list(self.input_size), "runtime": self.target, "threads": self.threads,
+                "rounds": self.rounds}
