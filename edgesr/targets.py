@@ -20,8 +20,9 @@ TABLE: dict[str, Target] = {t.name: t for t in (
     Target("executorch", ".pte", ("fp32", "fp16", "int8"), True, True, True,
            "ExecuTorch .pte, XNNPACK-delegated; plus a BundledProgram (.bpte) with reference inputs/outputs for "
            "on-device verification"),
-    Target("tflite", ".tflite", ("fp32", "int8"), True, True, True,
-           "LiteRT (TFLite) flatbuffer via litert-torch; runs with the LiteRT interpreter"),
+    Target("tflite", ".tflite", ("fp32", "int8", "int16x8"), True, True, True,
+           "LiteRT (TFLite) flatbuffer via litert-torch; runs with the LiteRT interpreter; int16x8 (int16 "
+           "activations, int8 weights) through ai-edge-quantizer"),
     Target("coreml", ".mlpackage", ("fp32", "fp16", "int8"), True, False, False,
            "Core ML mlprogram; runs only on macOS/iOS (converted, not run, on Linux)"),
     Target("onnx", ".onnx", ("fp32",), False, True, False,
@@ -31,7 +32,8 @@ TABLE: dict[str, Target] = {t.name: t for t in (
 NAMES: tuple[str, ...] = tuple(TABLE)
 QUANTIZABLE: tuple[str, ...] = tuple(n for n, t in TABLE.items() if t.quantizable)
 PHONE: tuple[str, ...] = tuple(n for n, t in TABLE.items() if t.phone)
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "int16x8")
+CALIBRATED: tuple[str, ...] = ("int16x8",)   # precisions the export stage calibrates itself (needs images)
 
 
 def suffix(target: str) -> str:

@@ -80,20 +80,7 @@ def test_an_impossible_budget_is_reported_over_budget(tmp_path):
 
 
 def _nearest_upsampler_with_an_outlier_channel() -> nn.Module:
-    """x2 nearest upsampling written as conv -> ReLU -> conv -> ReLU -> conv -> PixelShuffle (a real SR output,
-    ~25 dB on photos), whose first activation carries one channel 1000x the others that nothing reads: the fp32
-    function ignores it, a per-tensor int8 scale sized for it rounds the image channels to zero."""
-    model = build(ModelSpec("tests/nets/plain_net.py:make_plain_sr", 2, kwargs={"channels": 8, "depth": 2}))
-    with torch.no_grad():
-        for conv in (model[0], model[2], model[4]):
-            conv.weight.zero_()
-            conv.bias.zero_()
-        model[0].bias[0] = 1000.0                      # the outlier channel
-        for c in range(3):
-            model[0].weight[3 + c, c, 1, 1] = 1.0      # channels 3..5 carry the image
-            model[2].weight[3 + c, 3 + c, 1, 1] = 1.0
-            model[4].weight[4 * c:4 * c + 4, 3 + c, 1, 1] = 1.0   # each colour to its 2x2 sub-pixels
-    return model
+    return build(ModelSpec("tests/nets/plain_net.py:outlier_upsampler", 2))
 
 
 def test_a_network_int8_breaks_is_repaired_within_the_budget(tmp_path):

@@ -309,6 +309,52 @@ def test_tflite_nhwc_io_runs_with_parity():
     assert np.abs(_run(path, x) - _reference(path, x)).max() <= 1e-4
 
 
+def test_int16x8_tflite_beats_int8_where_int8_activations_cannot_hold_the_range(tmp_path):
+    """One activation channel 1000x the image channels: a per-tensor int8 scale leaves the image a few levels
+    (LiteRT int8 < 20 dB vs fp32), int16 activations 256x more levels (> 35 dB), both run in LiteRT."""
+    from edgesr.data.samples import CALIB_IMAGES, sample_paths
+    from edgesr.export import export
+    from edgesr.export.exporters import calibration_lr
+    from edgesr.quantize import QuantConfig, ptq
+
+    model = M.build(M.ModelSpec("tests/nets/plain_net.py:outlier_upsampler", 2)).eval()
+    photos = [str(p) for p in sample_paths(CALIB_IMAGES)]
+    size = (32, 32)
+    calib = calibration_lr(model, photos, size, count=4)
+    export(model, "tflite", "int16x8", size, tmp_path / "w8a16.tflite", calibration=calib)
+    q = ptq(model, "tflite", calib, QuantConfig(observer="minmax"))
+    export(model, "tflite", "int8", size, tmp_path / "int8.tflite", quantized=q)
+    assert read_sidecar(tmp_path / "w8a16.tflite").precision == "int16x8"
+    x = calib[0].numpy()
+    ref = model(calib[0]).clamp(0, 1).detach().numpy()
+
+    def psnr(path):
+        y = np.clip(_run(path, x), 0, 1)
+        return -10 * math.log10(float(((y - ref) ** 2).mean()) + 1e-12)
+
+    p16, p8 = psnr(tmp_path / "w8a16.tflite"), psnr(tmp_path / "int8.tflite")
+    assert p8 < 20 and p16 > 35 and p16 > p8 + 20, (p16, p8)
+    with pytest.raises(ExportError, match="calibration"):
+        export(model, "tflite", "int16x8", size, tmp_path / "x.tflite")
+
+
+def test_export_cli_int16x8_calibrates_on_data(tmp_path, capsys):
+    from edgesr.data.samples import CALIB_IMAGES, sample_paths
+
+    photos = [str(p) for p in sample_paths(CALIB_IMAGES)][:2]
+    out = tmp_path / "p.tflite"
+    argv = ["export", "--model", "tests/nets/plain_net.py:make_plain_sr", "--scale", "2", "--model-kwargs",
+            '{"channels": 4, "depth": 1}', "--target", "tflite", "--input-size", "16x16", "--out", str(out)]
+    assert cli([*argv, "--precision", "fp32", "--data", *photos]) == 2
+    assert "does not use it" in capsys.readouterr().err
+    assert cli([*argv, "--precision", "int16x8", "--data", *photos]) == 0
+    info = read_sidecar(out)
+    assert info.precision == "int16x8" and "--data" in info.command
+    from ai_edge_litert.interpreter import Interpreter
+
+    assert Interpreter(model_path=str(out)).get_input_details()[0]["dtype"] == np.int16
+
+
 def test_onnx_fp32_runs_with_parity():
     path = artifact("scnet_t", "onnx")
     x = example_input(SIZE).numpy()

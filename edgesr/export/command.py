@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..cliargs import add_model_args, check_output_path, model_spec, nonneg_int, positive_int, spec_flags, write_json
 
-from ..targets import NAMES as TARGETS, PRECISIONS
+from ..targets import CALIBRATED, NAMES as TARGETS, PRECISIONS
 
 
 def _target(text: str) -> str:
@@ -36,6 +36,7 @@ def _command_line(args: argparse.Namespace, spec: object) -> str:
     if args.quantized:
         parts += ["--quantized", str(args.quantized)]
     parts += ["--target", args.target, "--precision", args.precision, "--input-size", args.input_size,
+              *(["--data", *map(str, args.data)] if args.data else []),
               *(["--layout", args.layout] if args.layout else []), "--out", args.out]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -57,8 +58,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     spec = model_spec(args)
     args.model, args.scale = spec.model, spec.scale
+    if args.data and args.precision not in CALIBRATED:
+        raise _error(f"--data calibrates {', '.join(CALIBRATED)} exports; {args.precision} does not use it")
     info = export_by_name(spec.model, spec.scale, args.target, args.precision, size, args.out, layout=args.layout,
-                          command=_command_line(args, spec), quantized=args.quantized, spec=spec)
+                          command=_command_line(args, spec), quantized=args.quantized, spec=spec,
+                          calibration=args.data)
     print(f"wrote {args.out} ({cfg.target} {info.precision}, {info.model} x{info.scale}, input "
           f"{size[0]}x{size[1]}, {info.layout})")
     if info.rewrites:
@@ -141,7 +145,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", required=True, type=_target, metavar="{executorch,tflite,coreml,onnx}",
                    help="runtime target, or a targets/*.yaml file with its settings")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (all targets), fp16 (executorch, coreml), int8 (needs --quantized)")
+                   help="fp32 (all targets), fp16 (executorch, coreml), int8 (needs --quantized), int16x8 (tflite: "
+                        "int16 activations, int8 weights, ai-edge-quantizer calibrated on --data)")
+    p.add_argument("--data", nargs="+", default=None, metavar="DIR",
+                   help="int16x8: HR calibration image folders (16 images, MATLAB-bicubic LR; default: the photos "
+                        "scikit-image ships)")
     p.add_argument("--input-size", required=True, metavar="HxW",
                    help="fixed LR input size, e.g. 180x320 (SAFMN: multiples of 8)")
     p.add_argument("--layout", choices=("nchw", "nhwc"), default=None,

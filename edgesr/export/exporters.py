@@ -14,7 +14,7 @@ import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ from ..models import (ModelSpec, build, describe, min_size, names as names_of_re
 from ..reparam.forms import applicable_rewrites, export_friendly, fp16_safe_norms
 from ..reparam.hazards import explain_export_failure, tracking_modules
 from ..versions import versions
+from ..targets import CALIBRATED
 from .spec import (INPUT_NAME, OUTPUT_NAME, ArtifactInfo, ExportError, TargetConfig, readable, sha256_of,
                    target_config, write_sidecar)
 
@@ -91,7 +92,8 @@ def example_input(input_size: tuple[int, int], seed: int = SEED) -> torch.Tensor
 # --------------------------------------------------------------------------------- export
 def export(model: nn.Module, target: str | Path, precision: str, input_size: tuple[int, int], out: str | Path,
            *, quantized: nn.Module | None = None, ref: ModelRef | None = None, layout: str | None = None,
-           rewrite: bool = True, command: str | None = None) -> ArtifactInfo:
+           rewrite: bool = True, command: str | None = None,
+           calibration: Sequence[torch.Tensor] | None = None) -> ArtifactInfo:
     """Write ``out`` (+ ``out.json`` sidecar) for ``target`` at a fixed ``input_size`` (H, W), batch 1.
 
     ``model`` is the fp32 eval model (the reference ``check`` compares against), any ``nn.Module`` taking
@@ -99,6 +101,9 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
     ``quantized`` (the fake-quant model from ``edgesr.quantize`` for this target), or the quantized model as
     ``model``. A network written for 0-255 keeps that convention in fp32/fp16 artifacts (recorded in the
     sidecar); int8 artifacts take [0, 1] (the scaling is inside the quantized graph).
+
+    ``precision="int16x8"`` (LiteRT: int16 activations, int8 weights) quantizes the fp32 ``.tflite`` with
+    ai-edge-quantizer, calibrated on ``calibration`` (LR tensors in [0, 1], fitted to ``input_size``).
     """
     if getattr(model, "quantized", False) and quantized is None:
         quantized = model
@@ -113,6 +118,8 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
         raise ExportError("int8 export needs the quantized model from edgesr.quantize (quantized=...)")
     if quantized is not None and precision != "int8":
         raise ExportError("quantized= is only meaningful with precision int8")
+    if precision == "int16x8" and not calibration:
+        raise ExportError("int16x8 export needs calibration images (calibration=[LR tensors], CLI: --data DIR)")
     if quantized is not None and getattr(quantized, "target", None) != cfg.target:
         raise ExportError(f"the quantized model was made for target {getattr(quantized, 'target', '?')!r}, "
                           f"not {cfg.target!r}: run `edgesr quantize --target {cfg.target}` first")
@@ -148,6 +155,8 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
             if cfg.target == "executorch":
                 _export_executorch(source, model if quantized is not None else net, x_net, precision, out, info,
                                    bundled=cfg.bundled_program)
+            elif cfg.target == "tflite" and precision == "int16x8":
+                _export_tflite_int16x8(source, x_net, out, layout, [c * input_range for c in calibration or []])
             elif cfg.target == "tflite":
                 _export_tflite(source, x_net, out, layout, quantized)
             elif cfg.target == "coreml":
@@ -168,9 +177,10 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
 def export_by_name(name: str, scale: int | None, target: str | Path, precision: str, input_size: tuple[int, int],
                    out: str | Path, *, weights: str | None = None, param_key: str | None = None,
                    layout: str | None = None, command: str | None = None, quantized: str | None = None,
-                   spec: ModelSpec | None = None) -> ArtifactInfo:
+                   spec: ModelSpec | None = None, calibration: Sequence[Any] | None = None) -> ArtifactInfo:
     """Build the model of a spec (registry name or user code; seeded init when there are no weights) and
-    :func:`export` it; int8 takes the checkpoint from ``edgesr quantize`` (``quantized``)."""
+    :func:`export` it; int8 takes the checkpoint from ``edgesr quantize`` (``quantized``); int16x8 calibrates on
+    ``calibration`` (LR tensors, or HR image folders turned into MATLAB-bicubic LR)."""
     from ..quantize.checkpoint import load, load_model
 
     spec = spec or ModelSpec(name, scale, weights=weights, param_key=param_key)
@@ -186,7 +196,23 @@ def export_by_name(name: str, scale: int | None, target: str | Path, precision: 
         if ckpt.get("format") != "edgesr-quant":
             raise ExportError(f"--quantized {quantized} is not an int8 checkpoint from `edgesr quantize`")
         q = load(ckpt, spec.replace(weights=None), source=quantized)
-    return export(model, target, precision, input_size, out, layout=layout, command=command, quantized=q)
+    calib = None
+    if precision in CALIBRATED:
+        calib = calibration_lr(model, calibration, input_size)
+    return export(model, target, precision, input_size, out, layout=layout, command=command, quantized=q,
+                  calibration=calib)
+
+
+def calibration_lr(model: nn.Module, calibration: Sequence[Any] | None, input_size: tuple[int, int],
+                   count: int = 16) -> list[torch.Tensor]:
+    """LR calibration tensors for the export stage's own quantizers: given tensors, or ``count`` images of HR
+    folders (default: the photos scikit-image ships), cropped to ``input_size``."""
+    from ..data.samples import CALIB_IMAGES, sample_paths
+    from ..quantize import QuantConfig, calibration_inputs
+
+    items = list(calibration) if calibration else [str(p) for p in sample_paths(CALIB_IMAGES)]
+    cfg = QuantConfig(calib_size=count, calib_patch=max(input_size))
+    return [fit_to(t, input_size) for t in calibration_inputs(items, scale_of(model), cfg, size_multiple(model))]
 
 
 def _record_weights(model: nn.Module, spec: ModelSpec, out: Path) -> tuple[str, str]:
@@ -303,6 +329,53 @@ def _export_tflite(source: nn.Module, x: torch.Tensor, out: Path, layout: str, q
     edge = litert_torch.convert(module, (example,), **kwargs)
     with atomic_path(out) as tmp:
         edge.export(str(tmp))
+
+
+def fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An LR tensor at exactly ``size`` (H, W): centre-cropped where larger, edge-replicated where smaller."""
+    import torch.nn.functional as F
+
+    x = x if x.dim() == 4 else x.unsqueeze(0)
+    h, w = x.shape[-2:]
+    th, tw = size
+    y0, x0 = max(0, (h - th) // 2), max(0, (w - tw) // 2)
+    x = x[..., y0:y0 + th, x0:x0 + tw]
+    ph, pw = th - x.shape[-2], tw - x.shape[-1]
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x.contiguous()
+
+
+def quantize_tflite(fp32_path: str | Path, out: str | Path, inputs: Sequence[torch.Tensor], activation_bits: int = 16,
+                    layout: str = "nchw") -> None:
+    """ai-edge-quantizer's static recipe on a float ``.tflite``: int8 weights, ``activation_bits`` (16: int16x8,
+    8: its default int8 recipe) activations, min/max calibrated on ``inputs`` (at the model's input size)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    signatures = Interpreter(model_path=str(fp32_path)).get_signature_list()
+    key = next(iter(signatures))
+    name = signatures[key]["inputs"][0]
+    arrays = [np.ascontiguousarray((t.permute(0, 2, 3, 1) if layout == "nhwc" else t).numpy(), np.float32)
+              for t in inputs]
+    qt = quantizer.Quantizer(str(fp32_path))
+    qt.load_quantization_recipe(recipe.static_wi8_ai16() if activation_bits == 16 else recipe.static_wi8_ai8())
+    ranges = qt.calibrate({key: [{name: a} for a in arrays]})
+    result = qt.quantize(ranges, enable_progress_report=False)
+    with atomic_path(Path(out)) as tmp:
+        result.export_model(str(tmp), overwrite=True)
+
+
+def _export_tflite_int16x8(source: nn.Module, x: torch.Tensor, out: Path, layout: str,
+                           calibration: Sequence[torch.Tensor]) -> None:
+    import tempfile
+
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    with tempfile.TemporaryDirectory(prefix="edgesr-16x8-") as tmp:
+        fp32 = Path(tmp) / "fp32.tflite"
+        _export_tflite(source, x, fp32, layout)
+        quantize_tflite(fp32, out, [fit_to(c, size) for c in calibration], 16, layout)
 
 
 # -------------------------------------------------------------------------------- Core ML

@@ -11,6 +11,25 @@ def make_plain_sr(scale=2, channels=12, depth=3, bias=True):
     return nn.Sequential(*layers)
 
 
+def outlier_upsampler(scale=2):
+    """x2 nearest upsampling as conv -> ReLU -> conv -> ReLU -> conv -> PixelShuffle (~25 dB on photos) whose first
+    activation carries one channel 1000x the others that nothing reads: the fp32 function ignores it, a per-tensor
+    int8 activation scale sized for it rounds the image channels to a few levels."""
+    import torch
+
+    model = make_plain_sr(scale, channels=8, depth=2)
+    with torch.no_grad():
+        for conv in (model[0], model[2], model[4]):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        model[0].bias[0] = 1000.0                      # the outlier channel
+        for c in range(3):
+            model[0].weight[3 + c, c, 1, 1] = 1.0      # channels 3..5 carry the image
+            model[2].weight[3 + c, 3 + c, 1, 1] = 1.0
+            model[4].weight[scale * scale * c:scale * scale * (c + 1), 3 + c, 1, 1] = 1.0  # colour -> sub-pixels
+    return model
+
+
 class ItemNet(nn.Module):
     """Reads a tensor's value in Python: torch.export cannot trace it (an export hazard test case)."""
 
