@@ -185,10 +185,10 @@ def _quant_nodes(path: Path) -> int:
 def test_ptq_option_flags_are_applied(tmp_path):
     base = ["quantize", *SMALL, "--target", "tflite", "--calib-size", "2", "--calib-patch", "32", "--quiet"]
     assert main([*base, "--out", str(tmp_path / "default.pt")]) == 0
-    assert main([*base, "--float-adds", "--keep-float", "first", "last", "--no-clamp", "--no-island-exits",
+    assert main([*base, "--float-adds", "--float-muls", "--keep-float", "first", "last", "--no-clamp", "--no-island-exits",
                  "--outlier-ratio", "4", "--out", str(tmp_path / "opts.pt")]) == 0
     cfg = torch.load(tmp_path / "opts.pt", weights_only=True)["config"]
-    assert cfg["float_adds"] and cfg["keep_float"] == ["first", "last"] and not cfg["clamp_output"]
+    assert cfg["float_adds"] and cfg["float_muls"] and cfg["keep_float"] == ["first", "last"] and not cfg["clamp_output"]
     assert not cfg["island_exits"] and cfg["outlier_ratio"] == 4.0
     default = torch.load(tmp_path / "default.pt", weights_only=True)["config"]
     assert default["clamp_output"] and not default["float_adds"] and default["keep_float"] == []

@@ -81,6 +81,22 @@ def test_keep_float_leaves_first_and_last_conv_unquantized():
         ptq(model, "executorch", _calib(), QuantConfig(keep_float=["no.such.layer"]))
 
 
+def test_float_muls_keeps_the_products_of_two_activations_float():
+    """SAFMN's modulation x * GELU(SAFM(x)) stays float with float_muls; a multiply by a constant does not."""
+    from edgesr.quantize.graph import capture
+    from edgesr.quantize.quantizers import MUL_OPS, float_nodes
+
+    model = _tiny()
+    gm = capture(model)
+    extra = float_nodes(gm, QuantConfig(float_muls=True)) - float_nodes(gm, QuantConfig())
+    assert extra  # the SAFM modulation products (the LayerNorms' multiplies are float already)
+    assert all(n.target in MUL_OPS and all(isinstance(a, torch.fx.Node) for a in n.args[:2]) for n in extra)
+    x = _calib(1)[0]
+    with torch.no_grad():
+        assert not torch.equal(ptq(model, "executorch", _calib(), QuantConfig(float_muls=True))(x),
+                               ptq(model, "executorch", _calib(), QuantConfig())(x))
+
+
 def test_config_validation_and_observers():
     with pytest.raises(UsageError, match="observer"):
         QuantConfig(observer="magic").validate()

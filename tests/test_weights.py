@@ -166,3 +166,23 @@ def test_weight_algorithms_survive_a_checkpoint_round_trip(tmp_path):
     save_quantized(q, tmp_path / "q.pt")
     x = torch.rand(1, 3, 16, 16)
     assert torch.equal(load(tmp_path / "q.pt")(x), q(x))
+
+
+def test_quantize_cli_flags_apply_the_weight_algorithms(tmp_path):
+    from edgesr.cli import main
+    from edgesr.data.samples import CALIB_IMAGES, sample_paths
+
+    photos = [str(p) for p in sample_paths(CALIB_IMAGES)][:2]
+    base = ["quantize", "--model", "tests/nets/plain_net.py:make_plain_sr", "--scale", "2", "--model-kwargs",
+            '{"channels": 6, "depth": 2}', "--target", "executorch", "--data", *photos, "--calib-size", "2",
+            "--calib-patch", "32", "--quiet"]
+    infos = {}
+    for flag in ("", "--equalize", "--scale-search", "--bias-correction"):
+        out = tmp_path / f"q{flag}.pt"
+        assert main([*base, *([flag] if flag else []), "--out", str(out)]) == 0
+        ckpt = torch.load(out, weights_only=True)
+        infos[flag] = (ckpt["info"], ckpt["config"])
+    assert not {"equalized_pairs", "scale_search_layers", "bias_corrected_layers"} & set(infos[""][0])
+    assert infos["--equalize"][0]["equalized_pairs"] == 2 and infos["--equalize"][1]["equalize"]
+    assert "scale_search_layers" in infos["--scale-search"][0] and infos["--scale-search"][1]["scale_search"]
+    assert infos["--bias-correction"][0]["bias_corrected_layers"] == 3 and infos["--bias-correction"][1]["bias_correction"]

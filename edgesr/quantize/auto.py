@@ -367,6 +367,7 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
         if outliers:
             options.append(("outlier guard 8", lambda c: dataclasses.replace(c, outlier_ratio=8.0)))
         options.append(("float residual adds", lambda c: dataclasses.replace(c, float_adds=True)))
+        options.append(("float elementwise multiplies", lambda c: dataclasses.replace(c, float_muls=True)))
         if target == "tflite":
             options.append(("per-consumer ranges (no island exits)", lambda c: dataclasses.replace(c, island_exits=False)))
         options.append(("first/last conv float", lambda c: dataclasses.replace(
@@ -381,6 +382,7 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
     # 1b. within the budget: drop again, one at a time, the options that are no longer needed (fewer float islands)
     if best is not None and best.within_budget and cfg is not plain:
         for name, undo in (("float residual adds", lambda c: dataclasses.replace(c, float_adds=False)),
+                           ("float elementwise multiplies", lambda c: dataclasses.replace(c, float_muls=False)),
                            ("outlier guard", lambda c: dataclasses.replace(c, outlier_ratio=0.0)),
                            ("per-consumer ranges", lambda c: dataclasses.replace(c, island_exits=True))):
             cand = undo(cfg)

@@ -28,7 +28,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = QuantConfig(observer=args.observer, keep_float=list(args.keep_float), clamp_output=not args.no_clamp,
-                      float_adds=args.float_adds, island_exits=not args.no_island_exits, outlier_ratio=args.outlier_ratio, calib_size=args.calib_size, calib_patch=args.calib_patch,
+                      float_adds=args.float_adds, island_exits=not args.no_island_exits, outlier_ratio=args.outlier_ratio,
+                      float_muls=args.float_muls, equalize=args.equalize, scale_search=args.scale_search, bias_correction=args.bias_correction,
+                      calib_size=args.calib_size, calib_patch=args.calib_patch,
                       iterations=args.iterations, lr=args.lr, batch_size=args.batch_size,
                       patch_size=args.patch_size, kd_weight=args.kd_weight, seed=args.seed)
     cfg.validate()
@@ -185,12 +187,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="layers left in float: 'first', 'last' or module paths (see --analyze)")
     p.add_argument("--no-clamp", action="store_true", help="do not clamp the output to [0, 1] in the graph")
     p.add_argument("--float-adds", action="store_true", help="leave residual adds unquantized")
+    p.add_argument("--float-muls", action="store_true",
+                   help="leave elementwise products of two activations unquantized (attention / modulation)")
     p.add_argument("--no-island-exits", action="store_true",
                    help="tflite: quantize a float value per int8 consumer instead of once where it leaves the float "
                         "region (as XNNPACK; the converter then merges the ranges: check the .tflite with `edgesr check`)")
     p.add_argument("--outlier-ratio", type=float, default=0.0, metavar="R",
                    help="keep float every activation whose largest channel range is > R x the median "
                         "channel's on the calibration data (0: off; 16 for EIMN)")
+    p.add_argument("--equalize", action="store_true",
+                   help="cross-layer equalization of conv -> ReLU/LeakyReLU/PReLU -> conv pairs (same fp32 function)")
+    p.add_argument("--scale-search", action="store_true",
+                   help="per-channel int8 weight scales that minimise each conv's output MSE on the calibration data")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="subtract the per-channel output mean shift the int8 weights cause on the calibration data")
     p.add_argument("--iterations", type=positive_int, default=300, help="QAT steps (default 300)")
     p.add_argument("--lr", type=_positive_float, default=2e-5, help="QAT learning rate (Adam, cosine)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="QAT batch")

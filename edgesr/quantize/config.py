@@ -30,6 +30,9 @@ class QuantConfig:
     clamp_output: bool = True            # SR output clamped to [0, 1] inside the graph: output scale ≈ 1/255
     float_norms: bool = True             # LayerNorm arithmetic (d², rsqrt) stays float: int8 cannot hold d²
     float_adds: bool = False             # leave residual adds unquantized (costs a dequant/quant pair each)
+    # leave elementwise multiplies float: attention/modulation products (SAFMN's x * GELU(SAFM), gates) have
+    # products whose range int8 holds poorly; no MACs move (convs stay int8), each costs a dequant/quant pair
+    float_muls: bool = False
     # a kept-float conv keeps the activations that follow it float too (ReLU, GELU, pixel shuffle ...): the unit
     # of the int8 search's per-layer fallback, so a float layer's output is never requantized between them
     float_tails: bool = False

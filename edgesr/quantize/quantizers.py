@@ -23,6 +23,7 @@ from .config import QuantConfig, check_target
 CONV_OPS = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default,
             torch.ops.aten.conv_transpose2d.input}
 ADD_OPS = {torch.ops.aten.add.Tensor}
+MUL_OPS = {torch.ops.aten.mul.Tensor}
 TAIL_OPS = {getattr(torch.ops.aten, n).default for n in ("relu", "relu_", "leaky_relu", "leaky_relu_", "gelu", "silu",
                                                           "sigmoid", "hardtanh", "hardtanh_", "prelu", "pixel_shuffle",
                                                           "clamp")}
@@ -149,6 +150,11 @@ def module_path(node: Node) -> str:
     return path[len("model."):] if path.startswith("model.") else ("" if path == "model" else path)
 
 
+def _scalar_mul(node: Node) -> bool:
+    """x * constant (a scale, not a product of two activations)."""
+    return any(not isinstance(a, Node) for a in node.args[:2])
+
+
 def _in_norm(node: Node) -> bool:
     stack = node.meta.get("nn_module_stack") or {}
     return any("LayerNorm" in str(t) or "ChannelNorm" in str(t) for _, t in stack.values())
@@ -180,6 +186,8 @@ def float_nodes(gm: GraphModule, cfg: QuantConfig, only: str | None = None) -> s
         keep |= {n for n in nodes if _in_norm(n)}
     if cfg.float_adds:
         keep |= {n for n in nodes if n.target in ADD_OPS}
+    if getattr(cfg, "float_muls", False):
+        keep |= {n for n in nodes if n.target in MUL_OPS and not _scalar_mul(n)}
     if cfg.keep_nodes:
         names = set(cfg.keep_nodes)
         keep |= {n for n in nodes if n.name in names}

@@ -167,7 +167,8 @@ def _build_into(results: dict[str, Any], d: Path) -> None:
             ("accuracy_latency", "Accuracy vs latency per runtime", lambda p: _plots.accuracy_latency(rows, p)),
             ("precision_bars", "fp32 vs int8 PSNR-Y", lambda p: _plots.precision_bars(rows, p)),
             ("sensitivity", "Per-layer int8 sensitivity", lambda p: _plots.sensitivity(sens, p, top=top)),
-            ("search", "int8 search: validation drop vs int8 share of MACs", lambda p: _plots.search(search, p))):
+            ("search", "int8 search: validation drop vs int8 share of MACs and vs measured latency (finalists)",
+             lambda p: _plots.search(search, p))):
         rel = f"{IMG_DIR}/{kind}.png"
         if fn(d / rel) is not None:
             plots.append({"kind": kind, "title": title, "path": rel})

@@ -150,13 +150,17 @@ def sensitivity(per_target: Sequence[dict[str, Any]], out: str | Path, top: int 
 
 
 def search(per_target: dict[str, Any], out: str | Path) -> Path | None:
-    """The int8 search's trials per target: validation drop vs the share of MACs in int8, the choice marked."""
+    """The int8 search's trials per target: validation drop vs the share of MACs in int8 (every trial), and, for
+    the finalists timed in the runtime, drop vs measured int8 latency beside the fp32 latency; choice marked."""
     targets = {t: s for t, s in per_target.items() if s.get("trials")}
     if not targets:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 3.6), dpi=90, squeeze=False)
-    for ax, (target, s) in zip(axes[0], targets.items()):
+    timed = any(t.get("latency") for s in targets.values() for t in s["trials"])
+    fig, axes = plt.subplots(2 if timed else 1, len(targets), figsize=(4.5 * len(targets), 3.6 * (2 if timed else 1)),
+                             dpi=90, squeeze=False)
+    for col, (target, s) in enumerate(targets.items()):
+        ax = axes[0][col]
         trials = s["trials"]
         ax.scatter([100 * t["int8_mac_share"] for t in trials], [t["drop_db"] for t in trials], color="#4c72b0",
                    s=18, label="trials")
@@ -168,6 +172,23 @@ def search(per_target: dict[str, Any], out: str | Path) -> Path | None:
         ax.set_xlabel("int8 share of MACs (%), the speed proxy")
         ax.set_ylabel("validation PSNR-Y drop (dB)")
         ax.set_title(target, fontsize=9)
+        ax.legend(fontsize=7)
+        if not timed:
+            continue
+        ax = axes[1][col]
+        fin = [t for t in trials if t.get("latency")]
+        if fin:
+            ax.scatter([t["latency"]["int8_ms"] for t in fin], [t["drop_db"] for t in fin], color="#4c72b0", s=24,
+                       label="finalists (int8, in the runtime)")
+            ax.axvline(fin[0]["latency"]["fp32_ms"], color="#55a868", linewidth=1, label="fp32 latency")
+            size = fin[0]["latency"].get("input_size") or ["?", "?"]
+            ax.set_xlabel(f"{target} latency (ms, {size[0]}x{size[1]} LR)")
+        if c.get("latency"):
+            ax.scatter([c["latency"]["int8_ms"]], [c["drop_db"]], color="#c44e52", marker="*", s=140,
+                       label="chosen", zorder=3)
+        ax.axhline(s["budget_db"], color="gray", linestyle="--", linewidth=1)
+        ax.set_ylabel("validation PSNR-Y drop (dB)")
+        ax.set_title(f"{target}: drop vs measured latency", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, format="png")

@@ -174,6 +174,7 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
     artifacts: dict[tuple[str, str], Path] = {}
     if r.export is not None:
         from ..export.spec import BUILTIN_TARGETS
+        from ..targets import CALIBRATED
 
         for target, precisions in r.export.targets.items():
             for precision in precisions:
@@ -183,8 +184,9 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
                     {"name": name, "scale": scale, "target": target, "precision": precision, "size": list(size)},
                     lambda d, target=target, precision=precision, qw=qw, unit=unit: stages.export(
                         name, scale, fp32.text, target, precision, size, qw.text if qw else None, d,
-                        stage_dir(out, unit, keys[unit])),
-                    [fp32] + ([qw] if qw else []))
+                        stage_dir(out, unit, keys[unit]), r.data.calib),
+                    [fp32] + ([qw] if qw else []),
+                    {"calib_data": calib_fp} if precision in CALIBRATED else None)
                 fname = f"{label}_x{scale}_{precision}{BUILTIN_TARGETS[target]['suffix']}"
                 artifacts[(target, precision)] = stage_dir(out, unit, keys[unit]) / fname
 

@@ -235,27 +235,37 @@ def spread(items: Sequence[str], n: int) -> list[str]:
 
 # ---------------------------------------------------------------------------------- export
 def export_command(name: str, scale: int, weights: str, target: str, precision: str, size: tuple[int, int],
-                   artifact: Path, quantized: str | None) -> str:
+                   artifact: Path, quantized: str | None, calib_folders: Sequence[Path] = ()) -> str:
     from ..cliargs import spec_flags
 
     parts = ["edgesr", "export", *spec_flags(model_spec(name, scale, weights))]
     if quantized:
         parts += ["--quantized", quantized]
     parts += ["--target", target, "--precision", precision, "--input-size", f"{size[0]}x{size[1]}", "--out", artifact]
+    if calib_folders:
+        parts += ["--data", *map(str, calib_folders)]
     return quote(parts)
 
 
 def export(name: str, scale: int, weights: str, target: str, precision: str, size: tuple[int, int],
-           quantized: str | None, out: Path, final_dir: Path) -> dict[str, Any]:
-    """One artifact (+ sidecar) for ``target`` at ``precision``; int8 comes from the quantize stage's model."""
+           quantized: str | None, out: Path, final_dir: Path, calib_folders: Sequence[Path] = ()) -> dict[str, Any]:
+    """One artifact (+ sidecar) for ``target`` at ``precision``; int8 comes from the quantize stage's model;
+    int16x8 (LiteRT) is calibrated here on ``calib_folders`` (default: the sample photos)."""
     from ..export import export as export_artifact
-    from ..targets import suffix
+    from ..targets import CALIBRATED, suffix
 
     fname = f"{label(name)}_x{scale}_{precision}{suffix(target)}"
     model = _load(name, scale, weights)
     qmodel = _load(name, scale, quantized) if quantized else None
-    command = export_command(name, scale, weights, target, precision, size, final_dir / fname, quantized)
-    info = export_artifact(model, target, precision, size, out / fname, quantized=qmodel, command=command)
+    calibration = None
+    if precision in CALIBRATED:
+        from ..export.exporters import calibration_lr
+
+        calibration = calibration_lr(model, [str(f) for f in calib_folders] or None, size)
+    command = export_command(name, scale, weights, target, precision, size, final_dir / fname, quantized,
+                             calib_folders if precision in CALIBRATED else ())
+    info = export_artifact(model, target, precision, size, out / fname, quantized=qmodel, command=command,
+                           calibration=calibration)
     return {"artifact": fname, "target": target, "precision": precision, "command": command,
             "delegation": info.delegation}
 
