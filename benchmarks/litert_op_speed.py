@@ -25,6 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 
 class Probe(nn.Module):
+    size_multiple = min_size = 16  # the pooling probes (SAFM NTIRE pools by 16)
+
     def __init__(self, op: nn.Module | None, channels: int, repeat: int) -> None:
         super().__init__()
         self.scale = 2
@@ -84,6 +86,11 @@ def probes(c: int) -> dict[str, object]:
     }
 
 
+def make_probe(scale: int = 2, op: str = "GELU", channels: int = 36, repeat: int = 4) -> Probe:
+    """The probe as an edgesr model spec builds it (``benchmarks/litert_op_speed.py:make_probe``)."""
+    return Probe(probes(channels)[op], channels, repeat)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="176x320")
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgesr.export import export
     from edgesr.export.runtimes import interleaved_latency
     from edgesr.host import machine
+    from edgesr.models import ModelSpec, build
     from edgesr.quantize import QuantConfig, ptq
     from edgesr.targets import suffix
 
@@ -107,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     calib = [torch.rand(1, 3, 64, 64) for _ in range(4)]
     rows = []
-    for name, op in probes(args.channels).items():
-        model = Probe(op, args.channels, args.repeat).eval()
+    for name in probes(args.channels):
+        model = build(ModelSpec(f"{Path(__file__).resolve()}:make_probe", 2,
+                                kwargs={"op": name, "channels": args.channels, "repeat": args.repeat})).eval()
         slug = "".join(ch if ch.isalnum() else "_" for ch in name)[:32]
         paths = []
         for target in args.targets:

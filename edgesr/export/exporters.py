@@ -23,7 +23,7 @@ from ..errors import EdgesrError
 from ..io_utils import atomic_path, atomic_write_bytes, atomic_write_text
 from ..models import (ModelSpec, build, describe, min_size, names as names_of_registry, resolve_weights,
                       save_checkpoint, scale_of, size_multiple, spec_of, unwrap)
-from ..reparam.forms import applicable_rewrites, export_friendly, fp16_safe_norms
+from ..reparam.forms import applicable_rewrites, export_friendly, for_target, fp16_safe_norms
 from ..reparam.hazards import explain_export_failure, tracking_modules
 from ..versions import versions
 from ..targets import CALIBRATED
@@ -131,6 +131,8 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
 
     names = applicable_rewrites(net) if rewrite else []
     friendly = export_friendly(net, names) if rewrite else net
+    if rewrite and quantized is None:
+        names += [f"for_target:{cfg.target}:{p}" for p in for_target(friendly, cfg.target)]
     if precision == "fp16" and quantized is None:
         friendly = copy.deepcopy(friendly) if friendly is net else friendly
         if fp16_safe_norms(friendly, x_net):

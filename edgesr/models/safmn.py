@@ -37,11 +37,15 @@ def _aligned(h: int, w: int, factor: int) -> bool:
 def pool_modulate_up(x: torch.Tensor, conv: nn.Conv2d, factor: int, ones: torch.Tensor) -> torch.Tensor:
     """One SAFM pyramid level: max-pool by ``factor``, depthwise conv, nearest upsample back to H×W.
 
-    ``ones`` is the [C, 1, factor, factor] kernel of the exact nearest upsample (used when aligned).
+    ``ones`` is the [C, 1, factor, factor] kernel of the exact nearest upsample as a depthwise transposed conv
+    (used when aligned: XNNPACK delegates it, its nearest resize it does not), or a dense [C, C, f, f] one that is
+    the identity over channels (LiteRT, whose int8 grouped transposed conv is slower than the rest of the network).
     """
     h, w = x.shape[-2], x.shape[-1]
     if _aligned(h, w, factor):
         y = conv(F.max_pool2d(x, kernel_size=factor, stride=factor))
+        if ones.shape[1] != 1:  # a dense [C, C, f, f] kernel (identity over channels): LiteRT's form
+            return F.conv_transpose2d(y, ones, stride=factor)
         return F.conv_transpose2d(y, ones, stride=factor, groups=y.shape[1])
     y = conv(F.adaptive_max_pool2d(x, (h // factor, w // factor)))
     return F.interpolate(y, size=(h, w), mode="nearest")
@@ -87,6 +91,7 @@ class SAFM(nn.Module):
             nn.Conv2d(self.chunk, self.chunk, 3, padding=1, groups=self.chunk, bias=bias) for _ in self.factors)
         self.aggr = nn.Conv2d(dim, dim, 1, bias=bias)
         self.act = nn.GELU()
+        self.upsample = "up"  # "_up{i}" depthwise kernels; "dense" after for_target("tflite")
         for i, f in enumerate(self.factors):  # kernels of the exact nearest upsample; not in the state_dict
             if f > 1:
                 self.register_buffer(f"_up{i}", torch.ones(self.chunk, 1, f, f), persistent=False)
@@ -95,8 +100,20 @@ class SAFM(nn.Module):
         levels = []
         for i, (conv, f) in enumerate(zip(self.mfr, self.factors)):
             part = x[:, i * self.chunk:(i + 1) * self.chunk]
-            levels.append(conv(part) if f == 1 else pool_modulate_up(part, conv, f, getattr(self, f"_up{i}")))
+            up = getattr(self, f"_{self.upsample}{i}") if f > 1 else None
+            levels.append(conv(part) if f == 1 else pool_modulate_up(part, conv, f, up))
         return self.act(self.aggr(torch.cat(levels, dim=1))) * x
+
+    def for_target(self, target: str) -> bool:
+        """The exact nearest upsample each runtime runs fastest: a depthwise transposed conv for XNNPACK
+        (ExecuTorch), a dense one for LiteRT (same values)."""
+        self.upsample = "dense" if target == "tflite" else "up"
+        for i, f in enumerate(self.factors):
+            if f > 1 and self.upsample == "dense" and not hasattr(self, f"_dense{i}"):
+                up = getattr(self, f"_up{i}")
+                eye = torch.eye(self.chunk, dtype=up.dtype, device=up.device)[:, :, None, None]
+                self.register_buffer(f"_dense{i}", eye.repeat(1, 1, f, f).contiguous(), persistent=False)
+        return self.upsample != "up"
 
 
 class CCM(nn.Module):

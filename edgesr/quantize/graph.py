@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import ModelSpec, min_size, size_multiple, unwrap
-from ..reparam.forms import export_friendly
+from ..reparam.forms import export_friendly, for_target
 
 MAX_SIDE = 4096
 
@@ -38,17 +38,20 @@ class ClampOutput(nn.Module):
         return y.clamp(0.0, 1.0) if self.clamp else y
 
 
-def export_form(model: nn.Module, clamp_output: bool) -> nn.Module:
-    """The graph that is quantized: the export form every backend delegates, optional clamp."""
+def export_form(model: nn.Module, clamp_output: bool, target: str | None = None) -> nn.Module:
+    """The graph that is quantized: the export form every backend delegates (in ``target``'s fastest form of
+    exact ops), optional clamp."""
     net, input_range = unwrap(model)
     friendly = export_friendly(net).eval()
+    for_target(friendly, target)
     for m in friendly.modules():  # int8 means accumulate exactly in int32: one pass (see models.layers.spatial_mean)
         if hasattr(m, "two_pass_mean"):
             m.two_pass_mean = False
     return ClampOutput(friendly, clamp_output, input_range)
 
 
-def capture(model: nn.Module, clamp_output: bool = True, example_side: int | None = None) -> torch.fx.GraphModule:
+def capture(model: nn.Module, clamp_output: bool = True, example_side: int | None = None,
+            target: str | None = None) -> torch.fx.GraphModule:
     """``torch.export`` with dynamic H, W (and batch), as the graph module PT2E prepares.
 
     Code whose shapes branch at small sizes (a pooled map of size 1 broadcasts differently) cannot be one graph
@@ -60,9 +63,9 @@ def capture(model: nn.Module, clamp_output: bool = True, example_side: int | Non
 
     mult = size_multiple(model)
     least = max(min_size(model), 2)
-    form = export_form(model, clamp_output)
+    form = export_form(model, clamp_output, target)
     first: BaseException | None = None
-    for min_side in dict.fromkeys(max(least, m) for m in (least, 32, 64, 128)):
+    for min_side in sorted({max(least, m) for m in (least, 2 * least, 4 * least, 32, 64, 128)}):
         side = example_side or mult * max(2, math.ceil(min_side / mult), 24 // mult)
         side = max(side, -(-min_side // mult) * mult)
         x = torch.rand(2, 3, side, side)
@@ -76,12 +79,14 @@ def capture(model: nn.Module, clamp_output: bool = True, example_side: int | Non
             try:
                 gm = export(form, (x,), dynamic_shapes={"x": {0: batch, 2: h, 3: w}}).module()
                 gm.capture_min_size = lo * mult
+                with torch.no_grad():  # a graph can pass export yet guard its smallest sizes (a pooled map of 1)
+                    gm(torch.rand(1, 3, lo * mult, lo * mult))
                 return gm
             except Exception as exc:  # the user's code: name the op, the module and what to change, in one line
                 if first is None:
                     path = running.deepest.removeprefix("model.").removeprefix("model")
                     first = explain_export_failure(exc, form, "int8 capture (dynamic H, W)", path or None)
-                if "constraints violated" not in str(exc).lower():
+                if not any(k in str(exc).lower() for k in ("constraints violated", "guard failed")):
                     break
     raise first  # type: ignore[misc]
 

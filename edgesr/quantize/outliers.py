@@ -46,9 +46,12 @@ def find_outliers(gm: GraphModule, inputs: Iterable[torch.Tensor], ratio: float)
     from .quantizers import module_path
 
     ranges: dict[str, torch.Tensor] = {}
+    from .graph import pad_to_multiple
+
     runner = _ChannelRanges(gm, ranges)
-    for x in inputs:
-        runner.run(x)
+    least = int(getattr(gm, "capture_min_size", 1))
+    for x in inputs:  # below the graph's minimum side: edge-padded, as every other run of the graph
+        runner.run(pad_to_multiple(x, 1, least)[0])
     nodes = {n.name: n for n in gm.graph.nodes}
     found = []
     for name, amax in ranges.items():

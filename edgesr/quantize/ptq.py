@@ -68,7 +68,7 @@ def prepare(model: nn.Module, target: str, cfg: QuantConfig, qat: bool = False,
     algorithms ``cfg`` asks for run between the two, on ``inputs`` (their statistics go to ``info``)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
-    gm = capture(model, clamp_output=cfg.clamp_output)
+    gm = capture(model, clamp_output=cfg.clamp_output, target=target)
     bad = unknown_keep_float(gm, cfg)
     if bad:
         raise UsageError(f"quantize: keep_float names no module of the model: {bad[0]!r}")
@@ -178,13 +178,14 @@ def ptq(model: nn.Module, target: str, calib_images: Calibration, config: QuantC
     model = copy.deepcopy(model).eval()
     scale = model_scale(model)
     inputs = calibration_inputs(calib_images, scale, cfg, size_multiple(model), progress)
-    cfg, info = guard_outliers(model, cfg, inputs)
+    cfg, info = guard_outliers(model, cfg, inputs, target)
     prepared = prepare(model, target, cfg, inputs=inputs, info=info)
     calibrate(prepared, inputs, progress)
     return finish(model, prepared, target, "ptq", cfg, scale, {"calibration_images": len(inputs), **info})
 
 
-def guard_outliers(model: nn.Module, cfg: QuantConfig, inputs: list[torch.Tensor]) -> tuple[QuantConfig, dict]:
+def guard_outliers(model: nn.Module, cfg: QuantConfig, inputs: list[torch.Tensor],
+                   target: str | None = None) -> tuple[QuantConfig, dict]:
     """With ``cfg.outlier_ratio`` set, find the imbalanced activations on the calibration inputs and return a
     config whose ``keep_nodes`` keeps them float (stored with the checkpoint, so a reload rebuilds the same
     graph without the data)."""
@@ -192,7 +193,7 @@ def guard_outliers(model: nn.Module, cfg: QuantConfig, inputs: list[torch.Tensor
         return cfg, {}
     from .outliers import find_outliers, nodes_to_keep
 
-    gm = capture(model, clamp_output=cfg.clamp_output)
+    gm = capture(model, clamp_output=cfg.clamp_output, target=target)
     found = find_outliers(gm, inputs, cfg.outlier_ratio)
     keep = nodes_to_keep(gm, found)
     info = {"outliers": [dataclasses.asdict(o) for o in found], "kept_float_nodes": len(keep)}

@@ -54,7 +54,7 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
     kd_model.requires_grad_(False)
 
     calib = calibration_inputs(calib_images or train_images, scale, cfg, mult)
-    cfg, guard_info = guard_outliers(model, cfg, calib)
+    cfg, guard_info = guard_outliers(model, cfg, calib, target)
     weight_info: dict = {}
     prepared = prepare(model, target, cfg, qat=True, inputs=calib, info=weight_info)  # QAT starts from them
     calibrate(prepared, calib)            # ranges start where PTQ would put them

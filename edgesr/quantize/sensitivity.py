@@ -56,7 +56,7 @@ def sensitivity(model: nn.Module, target: str, calib_images: Calibration, config
     refs = [reference(x) for x in inputs]
     names = list(layers) if layers is not None else layer_names(model, cfg)
     rows = []
-    base = capture(model, clamp_output=cfg.clamp_output)
+    base = capture(model, clamp_output=cfg.clamp_output, target=target)
     for name in tqdm(names, desc="sensitivity", unit="layer", disable=not progress):
         def keep(gm: torch.fx.GraphModule, name: str = name) -> set:
             return {n for n in gm.graph.nodes if n.op == "call_function"

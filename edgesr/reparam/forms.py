@@ -54,6 +54,18 @@ def export_friendly(model: nn.Module, names: list[str] | None = None) -> nn.Modu
     return out.eval()
 
 
+def for_target(model: nn.Module, target: str | None) -> list[str]:
+    """Let modules pick the form of an exact op that ``target``'s runtime runs fastest (``for_target(target)`` in
+    the architecture file, e.g. SAFM's upsample). In place; returns the module paths whose form changed."""
+    if target is None:
+        return []
+    found = []
+    for name, m in model.named_modules():
+        if hasattr(m, "for_target") and m.for_target(target):
+            found.append(name)
+    return found
+
+
 def _swap(model: nn.Module) -> None:
     for name, child in list(model.named_children()):
         if hasattr(child, "export_form"):
