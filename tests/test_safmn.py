@@ -189,3 +189,30 @@ def test_torch_export_uses_delegatable_ops():
     assert not [op for op in ops if "adaptive" in op or "upsample" in op or "interpolate" in op], ops
     with torch.no_grad():  # exported, LayerNorms take their delegate form (1x1-conv means): equal up to rounding
         assert torch.allclose(ep.module()(x), model(x), atol=1e-5)
+
+
+def test_litert_form_of_the_safm_upsample_is_exact_and_dense():
+    """LiteRT takes SAFM's nearest upsample as a dense transposed conv (its grouped one has no fast int8 kernel):
+    the same values as the depthwise form ExecuTorch takes, and no grouped transposed conv left in the graph."""
+    import copy
+
+    import torch
+
+    from edgesr.models import create as build_model
+    from edgesr.quantize.graph import capture
+    from edgesr.reparam.forms import export_friendly, for_target
+
+    net = build_model("safmn", 4, dim=8, n_blocks=1).eval()
+    base = export_friendly(net)
+    lite = copy.deepcopy(base)
+    assert for_target(lite, "tflite") and not for_target(copy.deepcopy(base), "executorch")
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(lite(x), base(x))
+
+    def grouped_transposed(gm):
+        return [n for n in gm.graph.nodes if "conv_transpose" in str(n.target)
+                and len(n.args) > 6 and isinstance(n.args[6], int) and n.args[6] > 1]
+
+    assert grouped_transposed(capture(net, target="executorch"))
+    assert not grouped_transposed(capture(net, target="tflite"))
