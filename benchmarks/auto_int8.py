@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-trials", type=int, default=16)
     p.add_argument("--time-limit", type=float, default=None, help="search seconds per target")
     p.add_argument("--finalists", type=int, default=2, help="within-budget configurations timed in the search")
+    p.add_argument("--qat", action="store_true",
+                   help="let the search end with QAT (distilled from fp32, on the calibration images) when PTQ "
+                        "cannot reach the budget")
     p.add_argument("--no-baselines", action="store_true", help="skip int16x8 and the onnxruntime / AEQ baselines")
     p.add_argument("--size", default="180x320", help="artifact LR size (SAFMN family: 176x320)")
     p.add_argument("--threads", type=int, default=2)
@@ -139,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             res = auto_quantize(model, target, [str(p) for p in calib], [str(p) for p in val], args.budget,
                                 config=QuantConfig(), max_trials=args.max_trials, time_limit=args.time_limit,
                                 cache_dir=args.out / f"{name}_{target}", latency=probe,
-                                finalists=args.finalists, progress=True)
+                                finalists=args.finalists, progress=True,
+                                qat_images=[str(p) for p in calib] if args.qat else None)
             search_s = time.perf_counter() - t0
             drops = {b.name: fp32[b.name] - evaluate(res.model, b, 4, progress=False).psnr_y for b in benches}
             row = {"model": name, "target": target, "chosen": res.chosen.name, "config": res.chosen.config,
