@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="evaluation sets (folder names) also scored in the runtimes (default: the first)")
     p.add_argument("--budget", type=float, default=0.03, help="validation PSNR-Y drop budget (dB)")
     p.add_argument("--max-trials", type=int, default=16)
+    p.add_argument("--val-count", type=int, default=32, help="validation images (whole, or 128 px LR crops)")
     p.add_argument("--time-limit", type=float, default=None, help="search seconds per target")
     p.add_argument("--finalists", type=int, default=2, help="within-budget configurations timed in the search")
     p.add_argument("--qat", action="store_true",
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                                 config=QuantConfig(), max_trials=args.max_trials, time_limit=args.time_limit,
                                 cache_dir=args.out / f"{name}_{target}", latency=probe,
                                 finalists=args.finalists, progress=True,
-                                qat_images=[str(p) for p in calib] if args.qat else None)
+                                qat_images=[str(p) for p in calib] if args.qat else None,
+                                val_count=args.val_count)
             search_s = time.perf_counter() - t0
             drops = {b.name: fp32[b.name] - evaluate(res.model, b, 4, progress=False).psnr_y for b in benches}
             row = {"model": name, "target": target, "chosen": res.chosen.name, "config": res.chosen.config,

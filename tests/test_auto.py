@@ -98,10 +98,11 @@ def test_quantize_auto_cli(tmp_path, capsys):
     argv = ["quantize", "--model", "safmn", "--scale", "2", "--model-kwargs", kw, "--target", "tflite", "--auto",
             "--budget-db", "0.5", "--data", *PHOTOS[:4], "--val", *PHOTOS[4:], "--max-trials", "2",
             "--time-limit", "600", "--trials-dir", str(tmp_path / "trials"), "--quiet", "--out", str(out),
-            "--finalists", "1", "--latency-size", "24x32"]
+            "--finalists", "1", "--latency-size", "24x32", "--val-count", "1"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "chosen:" in text and "within the 0.5 dB budget" in text and "quantize:" in text
+    assert "budget, 1 held-out images)" in text  # --val-count 1 of the 2 --val photos
     assert "x fp32 in tflite at 24x32" in text  # the finalist was exported and timed in LiteRT at that size
     timed = [json.loads(x) for x in (tmp_path / "trials" / "trials.jsonl").read_text().splitlines()]
     assert sum(t["latency"] is not None for t in timed) == 1

@@ -150,7 +150,7 @@ def test_run_recipe_with_a_user_network(tmp_path):
     recipe = tmp_path / "byo.yaml"
     recipe.write_text(f"""
 model: {{name: "{PLAIN}", kwargs: {{channels: 8, depth: 2}}, scale: 2}}
-quantize: {{targets: [executorch], method: auto, budget_db: 0.5, max_trials: 2, finalists: 1, config: {{calib_size: 2, calib_patch: 32}}}}
+quantize: {{targets: [executorch], method: auto, budget_db: 0.5, max_trials: 2, finalists: 1, val_count: 1, config: {{calib_size: 2, calib_patch: 32}}}}
 export: {{targets: {{executorch: [fp32, int8], tflite: [int16x8]}}, input_size: [32, 32]}}
 check: {{runs: 2, threads: 1, compare_images: 1, crops: 1}}
 """)
@@ -160,6 +160,7 @@ check: {{runs: 2, threads: 1, compare_images: 1, crops: 1}}
     assert rows and all(r.get("model") == "make_plain_sr" for r in data["rows"])
     # method auto: the search's trials, the verdict per runtime, and its plot
     assert data["search"]["executorch"]["trials"] and data["search"]["executorch"]["budget_db"] == 0.5
+    assert data["search"]["executorch"]["validation_images"] == 1  # quantize.val_count
     timed = data["search"]["executorch"]["chosen"]["latency"]  # the finalist ran in ExecuTorch at 32x32
     assert timed["runtime"] == "executorch" and timed["input_size"] == [32, 32] and timed["int8_ms"] > 0
     w16 = [r for r in data["rows"] if r["precision"] == "int16x8"]

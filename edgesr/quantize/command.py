@@ -79,7 +79,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         res = auto_quantize(model, args.target, calib, val, args.budget_db, config=cfg, max_trials=args.max_trials,
                             time_limit=args.time_limit, cache_dir=args.trials_dir or f"{args.out}.search",
                             qat_images=calib if args.mode == "qat" else None, latency=latency,
-                            finalists=args.finalists, progress=not args.quiet)
+                            finalists=args.finalists, val_count=args.val_count, progress=not args.quiet)
         q = res.model
         print(f"int8 search for {args.target}: {len(res.trials)} trials "
               f"({sum(t.cached for t in res.trials)} from the cache), log: {args.trials_dir or args.out + '.search'}"
@@ -216,6 +216,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--auto: largest PSNR-Y drop vs fp32 (dB) allowed on the validation images (default 0.05)")
     p.add_argument("--val", nargs="+", default=None, metavar="DIR",
                    help="validation images for --auto / --analyze (default: every 5th image of --data, held out)")
+    p.add_argument("--val-count", type=positive_int, default=32, metavar="N",
+                   help="--auto: validation images the budget is checked on (whole, or centre 128 px LR crops "
+                        "of larger ones; default 32)")
     p.add_argument("--max-trials", type=positive_int, default=24, help="--auto: most configurations to try")
     p.add_argument("--time-limit", type=_positive_float, default=None, metavar="S",
                    help="--auto: stop starting new trials after S seconds")

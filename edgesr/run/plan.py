@@ -152,7 +152,7 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
             unit = f"quantize {target}"
             what = {"qat": "QAT", "auto": f"searched within {q.budget_db:g} dB"}.get(method, "PTQ")
             search = {"budget_db": q.budget_db, "max_trials": q.max_trials, "time_limit": q.time_limit,
-                      "finalists": q.finalists,
+                      "finalists": q.finalists, "val_count": q.val_count,
                       "latency_size": list(r.export.input_size) if r.export is not None else [64, 64],
                       "threads": r.check.threads if r.check is not None else None}
             extra = [teacher] if (method == "qat" and teacher is not None) else []

@@ -85,6 +85,7 @@ class QuantizeSpec:
     budget_db: float = 0.05
     max_trials: int = 24
     time_limit: float | None = None     # seconds per target
+    val_count: int = 32                 # validation images the budget is checked on (whole, or 128 px LR crops)
     # method auto: the N within-budget configurations with the most int8 MACs are exported and timed in the
     # target's runtime at export.input_size, interleaved with fp32; the fastest wins (0: the most int8 MACs wins)
     finalists: int = 3
@@ -110,6 +111,8 @@ class QuantizeSpec:
                                   f"got {extra['method']!r}")
         if self.max_trials < 1 or (self.time_limit is not None and self.time_limit <= 0):
             raise RecipeError("quantize: max_trials and time_limit must be positive")
+        if self.val_count < 1:
+            raise RecipeError(f"quantize.val_count: expected 1 or more, got {self.val_count}")
         if self.finalists < 0:
             raise RecipeError(f"quantize.finalists: expected 0 or more, got {self.finalists}")
         if self.sensitivity_layers is not None and self.sensitivity_layers < 1:

@@ -198,7 +198,8 @@ def quantize(name: str, scale: int, weights: str, target: str, method: str, cfg:
                             config=cfg, max_trials=int(a.get("max_trials", 24)), time_limit=a.get("time_limit"),
                             cache_dir=out / "search",
                             qat_images=[str(p) for p in train_folders] if train_folders else None,
-                            latency=latency, finalists=int(a.get("finalists", 0)))
+                            latency=latency, finalists=int(a.get("finalists", 0)),
+                            val_count=int(a.get("val_count", 32)))
         qmodel = res.model
         _json(out / "auto.json", {**res.summary(), "recipe": recipe_yaml(target, res)})
         outputs["auto"] = "auto.json"
