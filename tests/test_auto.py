@@ -79,6 +79,14 @@ def test_an_impossible_budget_is_reported_over_budget(tmp_path):
     assert res.model.info["auto"]["within_budget"] is False
 
 
+def test_qat_is_the_last_step_and_keeps_its_trial_when_ptq_cannot_reach_the_budget():
+    cfg = QuantConfig(iterations=2, batch_size=1, patch_size=32)
+    res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], -10.0, config=cfg, max_trials=3,
+                        val_count=1, val_side=32, qat_images=PHOTOS[:4])
+    assert len(res.trials) == 3 and [t.mode for t in res.trials] == ["ptq", "ptq", "qat"]
+    assert res.trials[-1].name.startswith("QAT") and not res.within_budget
+
+
 def _nearest_upsampler_with_an_outlier_channel() -> nn.Module:
     return build(ModelSpec("tests/nets/plain_net.py:outlier_upsampler", 2))
 

@@ -212,18 +212,20 @@ def _fingerprint(model: nn.Module, calib: Sequence[Any], pairs: Sequence[tuple[t
 class _Search:
     def __init__(self, model: nn.Module, target: str, calib: list[torch.Tensor],
                  pairs: list[tuple[torch.Tensor, np.ndarray]], budget: float, cache: Path | None, max_trials: int,
-                 deadline: float | None, progress: bool) -> None:
+                 deadline: float | None, progress: bool, reserved: int = 0) -> None:
         self.model, self.target, self.calib, self.pairs, self.budget = model, target, calib, pairs, budget
         self.scale = scale_of(model)
         self.fp32 = _psnrs(model, pairs, self.scale)
         self.cache, self.max_trials, self.deadline = cache, max_trials, deadline
+        self.reserved = min(reserved, max_trials - 1)  # trials kept for the last step (QAT)
         self.key = _fingerprint(model, calib, pairs, target)
         self.trials: list[Trial] = []
         self.bar = tqdm(total=max_trials, desc=f"int8 search {target}", unit="trial", disable=not progress)
 
-    def exhausted(self) -> bool:
+    def exhausted(self, last: bool = False) -> bool:
         fresh = sum(not t.cached for t in self.trials)
-        return fresh >= self.max_trials or (self.deadline is not None and time.monotonic() > self.deadline)
+        limit = self.max_trials - (0 if last else self.reserved)
+        return fresh >= limit or (self.deadline is not None and time.monotonic() > self.deadline)
 
     def _path(self, cfg: QuantConfig, mode: str) -> Path | None:
         if self.cache is None:
@@ -232,13 +234,13 @@ class _Search:
         return self.cache / "trials" / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
 
     def run(self, name: str, cfg: QuantConfig, mode: str = "ptq",
-            make: Callable[[QuantConfig], nn.Module] | None = None) -> Trial | None:
+            make: Callable[[QuantConfig], nn.Module] | None = None, last: bool = False) -> Trial | None:
         """Evaluate one configuration (from the cache when it was tried before)."""
         path = self._path(cfg, mode)
         if path is not None and path.is_file():
             trial = Trial(**{**json.loads(path.read_text()), "cached": True, "name": name})
         else:
-            if self.exhausted():
+            if self.exhausted(last):
                 return None
             from .ptq import ptq
 
@@ -334,7 +336,8 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
              else validation_pairs(list(val_images), scale, val_count, val_side, mult))
     cache = Path(cache_dir) if cache_dir is not None else None
     deadline = time.monotonic() + time_limit if time_limit else None
-    s = _Search(model, target, calib, pairs, float(budget_db), cache, max_trials, deadline, progress)
+    s = _Search(model, target, calib, pairs, float(budget_db), cache, max_trials, deadline, progress,
+                reserved=1 if qat_images else 0)  # QAT, the last step, keeps its trial
     notes: list[str] = []
 
     def better(a: Trial | None, b: Trial | None) -> bool:  # noqa: D401
@@ -439,11 +442,11 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
         if order and lo and not s.exhausted():
             s.run(f"{lo} most sensitive layers float", fallback(lo))
     # 3. QAT from the most accurate PTQ configuration
-    if not any(t.within_budget for t in s.trials) and qat_images and not s.exhausted():
+    if not any(t.within_budget for t in s.trials) and qat_images and not s.exhausted(last=True):
         top = min(s.trials, key=lambda t: t.drop_db)
         qcfg = from_dict(QuantConfig, {**dataclasses.asdict(base), **top.config, "keep_nodes": []})
         s.run("QAT (distilled from fp32) from the best PTQ configuration", qcfg, mode="qat",
-              make=lambda c: qat(model, target, list(qat_images), c, calib_images=calib))
+              make=lambda c: qat(model, target, list(qat_images), c, calib_images=calib), last=True)
     s.bar.close()
     if not s.trials:
         raise UsageError("quantize --auto: no trial ran (raise --max-trials or --time-limit)")
