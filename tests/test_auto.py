@@ -63,12 +63,21 @@ def test_the_fastest_finalist_within_the_budget_wins(tmp_path):
         return {"fp32_ms": 2.0, "int8_ms": ms, "speedup": 2.0 / ms, "input_size": [16, 16], "runtime": "fake"}
 
     res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 50.0, max_trials=4, val_count=1,
-                        val_side=32, latency=stopwatch, finalists=4)
+                        val_side=32, latency=stopwatch, finalists=4, cache_dir=tmp_path)
     assert len(timed) == 4 and res.chosen.config.get("observer") == "minmax"
     assert res.chosen.latency["int8_ms"] == 1.0 and res.model.info["auto"]["latency"]["speedup"] == 2.0
     res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 50.0, max_trials=4, val_count=1,
-                        val_side=32, latency=stopwatch, finalists=1)
+                        val_side=32, latency=stopwatch, finalists=1, cache_dir=tmp_path)
     assert len(timed) == 5  # one finalist timed
+
+    def unfaithful_minmax(q):  # the fastest artifact computes something else than its fake-quant model
+        row = stopwatch(q)
+        return {**row, "faithful": row["int8_ms"] != 1.0, "artifact_psnr_db": 20.0, "fake_quant_psnr_db": 45.0}
+
+    res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 50.0, max_trials=4, val_count=1,
+                        val_side=32, latency=unfaithful_minmax, finalists=4, cache_dir=tmp_path)
+    assert res.chosen.config.get("observer") != "minmax" and res.chosen.latency["int8_ms"] == 2.0
+    assert any("artifact is 20.0 dB from fp32" in n and "not chosen" in n for n in res.notes)
 
 
 def test_an_impossible_budget_is_reported_over_budget(tmp_path):
@@ -114,5 +123,7 @@ def test_quantize_auto_cli(tmp_path, capsys):
     assert "x fp32 in tflite at 24x32" in text  # the finalist was exported and timed in LiteRT at that size
     timed = [json.loads(x) for x in (tmp_path / "trials" / "trials.jsonl").read_text().splitlines()]
     assert sum(t["latency"] is not None for t in timed) == 1
+    probe = next(t["latency"] for t in timed if t["latency"])  # the .tflite ran beside its fake-quant model
+    assert probe["faithful"] is True and probe["artifact_psnr_db"] >= probe["fake_quant_psnr_db"] - 1.0
     assert (tmp_path / "trials" / "trials.jsonl").is_file() and out.is_file()
     assert torch.load(out, weights_only=True)["info"]["auto"]["budget_db"] == 0.5

@@ -308,6 +308,30 @@ def test_tflite_exit_copy_behind_a_slice_converts_and_matches_fake_quant(tmp_pat
     assert np.abs(run(x.numpy()) - ref).max() < 3 / 255  # int8 rounding, not a wrong range (that is ~0.1+)
 
 
+def test_tflite_float_multiply_of_a_norm_read_through_slices_matches_fake_quant(tmp_path):
+    """Regression (SAFMN x4, float multiplies): a LayerNorm's float output read by int8 convs through channel
+    slices and by a float multiply; the converter hoists the slices' quantizers over its layout transpose, which
+    the multiply shares, so the exit goes on the value itself (with copies: the .tflite 18 dB off)."""
+    from edgesr.export import export, runtimes
+    from edgesr.export.spec import read_sidecar
+
+    torch.manual_seed(0)
+    model = create("safmn", 2, dim=8, n_blocks=1).eval()
+    with torch.no_grad():  # the four slices (pyramid levels) see ranges 80x apart, as trained SAFMN's do
+        model.feats[0].norm1.weight.copy_(torch.tensor([4.0, 4, 1, 1, 0.2, 0.2, 0.05, 0.05]))
+    q = ptq(model, "tflite", _calib(4, 24), QuantConfig(float_muls=True))
+    out = tmp_path / "m.tflite"
+    export(model, "tflite", "int8", (16, 16), out, quantized=q)
+    run = runtimes.load_runner(out, read_sidecar(out), 1)
+    x = _calib(1, 16)[0]
+    with torch.no_grad():
+        ref = q(x).numpy()
+    art = run(x.numpy())
+    # int8 kernels round as the fake-quant graph does, up to a level here and there (~60 dB on this net);
+    # with the slices' quantizers hoisted over the multiply's input the artifact was 13 dB from it
+    assert 10 * np.log10(1 / np.mean((art - ref) ** 2)) > 35
+
+
 class _BranchesIntoConcat(torch.nn.Module):
     """Two branches into a concat and a residual add: an edge filter (quiet on flat images, loud on a
     checkerboard) and a 1x1 conv; a norm-style add of a constant that must stay float."""

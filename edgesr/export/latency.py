@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from ..targets import TABLE
@@ -16,11 +18,19 @@ from ..targets import TABLE
 class LatencyProbe:
     """``probe(int8_model)`` → ``{"fp32_ms", "int8_ms", "speedup", "input_size", "runtime"}`` for ``target`` at
     ``input_size``; None where the runtime does not run on this host (Core ML on Linux: "converted, not run").
-    The fp32 artifact is exported once per probe."""
+    The fp32 artifact is exported once per probe.
+
+    Each int8 artifact is also run on ``sample`` (an LR image; the search sets one of its validation images)
+    beside its fake-quant model: ``artifact_psnr_db`` / ``fake_quant_psnr_db`` are their PSNRs against the fp32
+    model's output, and ``faithful`` is False where the artifact is more than ``PARITY_DB`` worse than the model
+    the search measured (a converter that computes something else): the search then does not pick it."""
+
+    PARITY_DB = 1.0
 
     def __init__(self, fp32_model: nn.Module, target: str, input_size: tuple[int, int], threads: int | None = None,
-                 rounds: int = 5, workdir: str | Path | None = None) -> None:
+                 rounds: int = 5, workdir: str | Path | None = None, sample: torch.Tensor | None = None) -> None:
         self.fp32_model, self.target, self.input_size = fp32_model, target, tuple(input_size)
+        self.sample = sample
         self.threads, self.rounds = threads, rounds
         self._tmp = tempfile.TemporaryDirectory(prefix="edgesr-latency-") if workdir is None else None
         self.dir = Path(workdir) if workdir is not None else Path(self._tmp.name)
@@ -48,4 +58,24 @@ class LatencyProbe:
         fp32, int8 = rows[0]["median_ms"], rows[1]["median_ms"]
         return {"fp32_ms": round(fp32, 3), "int8_ms": round(int8, 3), "speedup": round(fp32 / int8, 3),
                 "input_size": list(self.input_size), "runtime": self.target, "threads": self.threads,
-                "rounds": self.rounds}
+                "rounds": self.rounds, **self.parity(path, int8_model)}
+
+    @torch.no_grad()
+    def parity(self, path: Path, int8_model: nn.Module) -> dict[str, Any]:
+        """How close the artifact's output is to the fp32 model's, beside the fake-quant model's."""
+        from .exporters import example_input, fit_to
+        from .runtimes import load_runner
+        from .spec import read_sidecar
+
+        x = fit_to(self.sample, self.input_size) if self.sample is not None else example_input(self.input_size)
+        ref = self.fp32_model(x).clamp(0, 1).numpy()
+        art = np.clip(load_runner(path, read_sidecar(path), self.threads)(x.numpy()), 0, 1)
+        fq = int8_model(x).clamp(0, 1).numpy()
+        a, f = float(_psnr(art, ref)), float(_psnr(fq, ref))
+        return {"artifact_psnr_db": round(a, 2), "fake_quant_psnr_db": round(f, 2),
+                "faithful": bool(a >= f - self.PARITY_DB)}
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return 100.0 if mse <= 1e-10 else min(100.0, float(10 * np.log10(1.0 / mse)))

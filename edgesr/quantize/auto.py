@@ -460,6 +460,8 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
 
     built: dict[int, nn.Module] = {}
     ranked = sorted(within, key=lambda t: (-round(t.int8_mac_share, 4), t.float_ops, t.drop_db))
+    if latency is not None and getattr(latency, "sample", False) is None:
+        latency.sample = pairs[0][0]  # parity of each artifact with its fake-quant model, on a real image
     if latency is not None and ranked:
         seen: list[tuple[dict[str, Any], str]] = []
         for t in tqdm(ranked, desc=f"timing finalists {target}", unit="cfg", disable=not progress):
@@ -470,7 +472,11 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
             seen.append((t.config, t.mode))
             built[id(t)] = build(t)
             t.latency = latency(built[id(t)])
-        timed = [t for t in ranked if t.latency and t.latency.get("int8_ms")]
+        for t in ranked:
+            if t.latency and t.latency.get("faithful") is False:
+                notes.append(f"{t.name}: the {target} artifact is {t.latency['artifact_psnr_db']:.1f} dB from fp32, "
+                             f"its fake-quant model {t.latency['fake_quant_psnr_db']:.1f} dB: not chosen")
+        timed = [t for t in ranked if t.latency and t.latency.get("int8_ms") and t.latency.get("faithful", True)]
         if timed:
             ranked = sorted(timed, key=lambda t: t.latency["int8_ms"]) + [t for t in ranked if t not in timed]
     chosen = ranked[0] if ranked else min(s.trials, key=lambda t: t.drop_db)

@@ -276,7 +276,12 @@ def annotate_island_exits(gm: GraphModule, qspec: Any, island: set[Node] | None 
 
     A value that float ops read too gets its quantizer on a copy that only the int8 readers read (see
     ``_exit_on_copies``): on the value itself the rounding would reach the float readers as well (EIMN-A's
-    outlier guard: PTQ Set5 -0.26 dB that way, -0.11 dB with copies)."""
+    outlier guard: PTQ Set5 -0.26 dB that way, -0.11 dB with copies). Copies need the value in the converter's
+    NHWC layout, which a convolution's output is; a value made by float elementwise ops after a reduction (a
+    LayerNorm's output) stays NCHW, and where its int8 readers read through data-movement ops (SAFM's channel
+    slices) the converter moves their quantizers ahead of its layout transpose, which the float readers share,
+    merged into one at the smallest range (SAFMN x4 with float multiplies: the .tflite 18 dB off its fake-quant
+    model). There the exit goes on the value itself, float readers included, as the converter computes it."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     island = float_island(gm) if island is None else island
@@ -289,7 +294,9 @@ def annotate_island_exits(gm: GraphModule, qspec: Any, island: set[Node] | None 
         int8_readers = [u for u in node.users if u not in island and _feeds_quantized_input(u, node)]
         if not int8_readers:
             continue
-        if len(int8_readers) == len(node.users):
+        nchw_through_movement = node.target not in CONV_OPS and any(
+            u.meta.get("quantization_annotation") is None for u in int8_readers)
+        if len(int8_readers) == len(node.users) or nchw_through_movement:
             node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=qspec, _annotated=True)
             exits.append(node)
         else:
