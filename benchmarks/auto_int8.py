@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--qat", action="store_true",
                    help="let the search end with QAT (distilled from fp32, on the calibration images) when PTQ "
                         "cannot reach the budget")
+    p.add_argument("--config", type=json.loads, default=None, metavar="JSON",
+                   help="no search: measure this int8 configuration (QuantConfig fields, e.g. a chosen one's "
+                        "recipe) calibrated on the same images, in fake-quant and in the runtimes")
     p.add_argument("--no-baselines", action="store_true", help="skip int16x8 and the onnxruntime / AEQ baselines")
     p.add_argument("--size", default="180x320", help="artifact LR size (SAFMN family: 176x320)")
     p.add_argument("--threads", type=int, default=2)
@@ -113,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgesr.export.runtimes import interleaved_latency
     from edgesr.host import machine
     from edgesr.models import create, size_multiple
-    from edgesr.quantize import QuantConfig
-    from edgesr.quantize.auto import auto_quantize, recipe_yaml, split_images
+    from edgesr.quantize import QuantConfig, ptq
+    from edgesr.quantize.auto import auto_quantize, int8_mac_share, recipe_yaml, split_images
     from edgesr.targets import suffix
 
     torch.set_num_threads(args.threads)
@@ -140,25 +143,34 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             probe = (LatencyProbe(model, target, size, threads=args.threads, rounds=args.rounds,
                                   workdir=args.out / f"{name}_{target}_finalists") if target != "coreml" else None)
-            res = auto_quantize(model, target, [str(p) for p in calib], [str(p) for p in val], args.budget,
-                                config=QuantConfig(), max_trials=args.max_trials, time_limit=args.time_limit,
-                                cache_dir=args.out / f"{name}_{target}", latency=probe,
-                                finalists=args.finalists, progress=True,
-                                qat_images=[str(p) for p in calib] if args.qat else None,
-                                val_count=args.val_count)
-            search_s = time.perf_counter() - t0
-            drops = {b.name: fp32[b.name] - evaluate(res.model, b, 4, progress=False).psnr_y for b in benches}
-            row = {"model": name, "target": target, "chosen": res.chosen.name, "config": res.chosen.config,
-                   "recipe": recipe_yaml(target, res), "validation_drop_db": res.chosen.drop_db,
-                   "within_budget_on_validation": res.within_budget, "drop_db": drops,
-                   "int8_mac_share": res.chosen.int8_mac_share, "trials": len(res.trials),
-                   "search_latency": res.chosen.latency, "notes": res.notes,
-                   "search_seconds": round(search_s, 1), "fp32_psnr_y": fp32, "size": list(size)}
+            if args.config is not None:
+                qmodel = ptq(model, target, [str(p) for p in calib], QuantConfig(**args.config))
+                drops = {b.name: fp32[b.name] - evaluate(qmodel, b, 4, progress=False).psnr_y for b in benches}
+                row = {"model": name, "target": target, "chosen": "given config", "config": args.config,
+                       "drop_db": drops, "int8_mac_share": int8_mac_share(model, QuantConfig(**args.config),
+                                                                          target=target),
+                       "fp32_psnr_y": fp32, "size": list(size)}
+            else:
+                res = auto_quantize(model, target, [str(p) for p in calib], [str(p) for p in val], args.budget,
+                                    config=QuantConfig(), max_trials=args.max_trials, time_limit=args.time_limit,
+                                    cache_dir=args.out / f"{name}_{target}", latency=probe,
+                                    finalists=args.finalists, progress=True,
+                                    qat_images=[str(p) for p in calib] if args.qat else None,
+                                    val_count=args.val_count)
+                qmodel = res.model
+                search_s = time.perf_counter() - t0
+                drops = {b.name: fp32[b.name] - evaluate(res.model, b, 4, progress=False).psnr_y for b in benches}
+                row = {"model": name, "target": target, "chosen": res.chosen.name, "config": res.chosen.config,
+                       "recipe": recipe_yaml(target, res), "validation_drop_db": res.chosen.drop_db,
+                       "within_budget_on_validation": res.within_budget, "drop_db": drops,
+                       "int8_mac_share": res.chosen.int8_mac_share, "trials": len(res.trials),
+                       "search_latency": res.chosen.latency, "notes": res.notes,
+                       "search_seconds": round(search_s, 1), "fp32_psnr_y": fp32, "size": list(size)}
             if target != "coreml":
                 f32, i8 = artifact("fp32", target), artifact("int8", target)
                 if not f32.exists():
                     export(model, target, "fp32", size, f32)
-                export(model, target, "int8", size, i8, quantized=res.model)
+                export(model, target, "int8", size, i8, quantized=qmodel)
                 artifacts[f"{target} fp32"], artifacts[f"{target} int8 (edgesr --auto)"] = f32, i8
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "recipe"}), flush=True)

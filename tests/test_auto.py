@@ -81,9 +81,13 @@ def test_the_fastest_finalist_within_the_budget_wins(tmp_path):
 
 
 def test_an_impossible_budget_is_reported_over_budget(tmp_path):
+    def unfaithful(q):
+        return {"fp32_ms": 2.0, "int8_ms": 1.0, "faithful": False, "artifact_psnr_db": 30.0, "fake_quant_psnr_db": 40.0}
+
     res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], -10.0, max_trials=3, val_count=1,
-                        val_side=32)
+                        val_side=32, latency=unfaithful)
     assert not res.within_budget and any(n.startswith("over budget") for n in res.notes)
+    assert any("runtime drop is larger than the search measured" in n for n in res.notes)  # said, not hidden
     assert res.chosen.drop_db == min(t.drop_db for t in res.trials) and len(res.trials) <= 3
     assert res.model.info["auto"]["within_budget"] is False
 

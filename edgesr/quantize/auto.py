@@ -485,6 +485,10 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
                      f"({chosen.name}) loses {chosen.drop_db:.3f} dB")
         if latency is not None:
             chosen.latency = latency(built.setdefault(id(chosen), build(chosen)))
+            if chosen.latency and chosen.latency.get("faithful") is False:
+                notes.append(f"{chosen.name}: the {target} artifact is {chosen.latency['artifact_psnr_db']:.1f} dB "
+                             f"from fp32, its fake-quant model {chosen.latency['fake_quant_psnr_db']:.1f} dB: "
+                             "its runtime drop is larger than the search measured")
     q = built.get(id(chosen)) or build(chosen)
     q.info.update({"auto": {"budget_db": float(budget_db), "within_budget": bool(within),
                             "chosen": chosen.name, "validation_drop_db": chosen.drop_db,
