@@ -63,11 +63,12 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float64) @ (_Y_WEIGHTS / 255.0) + 16.0
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """PSNR (dB) of two arrays of equal shape, no crop or colour conversion; identical arrays give ``inf``."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     if mse == 0.0:
         return math.inf
-    return 10.0 * math.log10(255.0 * 255.0 / mse)
+    return 10.0 * math.log10(peak * peak / mse)
 
 
 def _filter_valid(x: np.ndarray) -> np.ndarray:
@@ -100,7 +101,7 @@ def _ssim_plane(a: np.ndarray, b: np.ndarray) -> float:
 def psnr_y(sr: np.ndarray, hr: np.ndarray, crop: int) -> float:
     """PSNR (dB) on BT.601 luma after cropping ``crop`` pixels per side; identical images give ``inf``."""
     sr, hr = _check_pair(sr, hr, crop, "psnr_y")
-    return _psnr(rgb_to_y(sr), rgb_to_y(hr))
+    return psnr(rgb_to_y(sr), rgb_to_y(hr))
 
 
 def ssim_y(sr: np.ndarray, hr: np.ndarray, crop: int) -> float:
@@ -112,7 +113,7 @@ def ssim_y(sr: np.ndarray, hr: np.ndarray, crop: int) -> float:
 def psnr_rgb(sr: np.ndarray, hr: np.ndarray, crop: int) -> float:
     """PSNR (dB) over all channels (one MSE over every value); identical images give ``inf``."""
     sr, hr = _check_pair(sr, hr, crop, "psnr_rgb")
-    return _psnr(sr, hr)
+    return psnr(sr, hr)
 
 
 def ssim_rgb(sr: np.ndarray, hr: np.ndarray, crop: int) -> float:

@@ -63,7 +63,7 @@ class LatencyProbe:
     @torch.no_grad()
     def parity(self, path: Path, int8_model: nn.Module) -> dict[str, Any]:
         """How close the artifact's output is to the fp32 model's, beside the fake-quant model's."""
-        from ..metrics import _psnr as psnr
+        from ..metrics import psnr
         from .exporters import example_input, fit_to
         from .runtimes import load_runner
         from .spec import read_sidecar
@@ -72,7 +72,7 @@ class LatencyProbe:
         ref = self.fp32_model(x).clamp(0, 1).numpy()
         art = np.clip(load_runner(path, read_sidecar(path), self.threads)(x.numpy()), 0, 1)
         fq = int8_model(x).clamp(0, 1).numpy()
-        a, f = (min(100.0, psnr(v * 255.0, ref * 255.0)) for v in (art, fq))
+        a, f = (min(100.0, psnr(v, ref, peak=1.0)) for v in (art, fq))
         return {"artifact_psnr_db": round(a, 2), "fake_quant_psnr_db": round(f, 2),
                 "faithful": bool(a >= f - self.PARITY_DB)}
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..metrics import psnr
 from .config import QuantConfig, check_target
 from ..models import size_multiple
 from .graph import capture, export_form
@@ -34,9 +35,6 @@ def _sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
     return math.inf if noise == 0 else 10 * math.log10(signal / noise)
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean())
-    return math.inf if mse == 0 else -10 * math.log10(mse)
 
 
 @torch.no_grad()
@@ -67,7 +65,8 @@ def sensitivity(model: nn.Module, target: str, calib_images: Calibration, config
         q = convert(prepared, target)
         outs = [q(x) for x in inputs]
         sqnr = sum(_sqnr_db(r, o) for r, o in zip(refs, outs)) / len(refs)
-        psnr = sum(min(_psnr(r, o), 100.0) for r, o in zip(refs, outs)) / len(refs)
-        rows.append({"layer": name, "sqnr_db": sqnr, "psnr_vs_fp32": psnr})
+        vs_fp32 = sum(min(psnr(r.clamp(0, 1).numpy(), o.clamp(0, 1).numpy(), peak=1.0), 100.0)
+                      for r, o in zip(refs, outs)) / len(refs)
+        rows.append({"layer": name, "sqnr_db": sqnr, "psnr_vs_fp32": vs_fp32})
     rows.sort(key=lambda r: r["sqnr_db"])
     return rows

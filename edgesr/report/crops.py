@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..metrics import psnr, rgb_to_y
+
 HEAT_MAX = 16.0     # grey levels at the top of the heat-map colour scale
 
 
@@ -30,15 +32,6 @@ def pick_window(lr: np.ndarray, size: tuple[int, int] | Sequence[int]) -> tuple[
     sub = sums[::stride, ::stride]
     iy, ix = np.unravel_index(int(np.argmax(sub)), sub.shape)
     return int(iy * stride), int(ix * stride), h, w
-
-
-def _y(img: np.ndarray) -> np.ndarray:
-    return img.astype(np.float64) @ np.array([65.481, 128.553, 24.966]) / 255.0 + 16.0
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((_y(a) - _y(b)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 def load(img: Any) -> np.ndarray | None:
@@ -72,13 +65,13 @@ def crop_figure(hr: np.ndarray, bicubic: np.ndarray, fp32: np.ndarray | None, in
             ax.set_title(name, fontsize=9)
             continue
         ax.imshow(img, interpolation="nearest")
-        sub = "" if name == "HR" else f"\n{_psnr(img, hr):.2f} dB vs HR"
+        sub = "" if name == "HR" else f"\n{psnr(rgb_to_y(img), rgb_to_y(hr)):.2f} dB vs HR"
         ax.set_title(f"{name}{sub}", fontsize=9)
     ax = axes[4]
     ax.set_xticks([])
     ax.set_yticks([])
     if fp32 is not None and int8 is not None:
-        diff = np.abs(_y(int8) - _y(fp32))
+        diff = np.abs(rgb_to_y(int8) - rgb_to_y(fp32))
         im = ax.imshow(diff, cmap="inferno", vmin=0.0, vmax=HEAT_MAX, interpolation="nearest")
         ax.set_title(f"|{labels[1]} − {labels[0]}| (Y)\nmax {diff.max():.1f}, mean {diff.mean():.2f}", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
