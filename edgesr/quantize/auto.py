@@ -318,6 +318,18 @@ def auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], va
     ``latency(int8_model)`` times one candidate in the target's runtime (``{"fp32_ms", "int8_ms", "speedup"}``,
     or None where the runtime cannot run here); the ``finalists`` within budget with the most int8 MACs are timed
     and the fastest wins. Without it the most int8 MACs win (the speed proxy)."""
+    from .graph import reuse_captures
+
+    with reuse_captures():  # one torch.export for every trial
+        return _auto_quantize(model, target, calib_images, val_images, budget_db, config, max_trials, time_limit,
+                              cache_dir, qat_images, val_count, val_side, latency, finalists, progress)
+
+
+def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], val_images: Sequence[Any],
+                   budget_db: float, config: QuantConfig | None, max_trials: int, time_limit: float | None,
+                   cache_dir: str | Path | None, qat_images: Sequence[str | Path] | None, val_count: int,
+                   val_side: int, latency: Callable[[nn.Module], dict[str, Any] | None] | None, finalists: int,
+                   progress: bool) -> AutoResult:
     from ..config import from_dict
     from .outliers import find_outliers
     from .graph import capture

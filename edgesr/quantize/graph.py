@@ -7,7 +7,11 @@ dynamic (multiples of what the model needs for its exact export form, e.g. 8 for
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import math
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +54,31 @@ def export_form(model: nn.Module, clamp_output: bool, target: str | None = None)
     return ClampOutput(friendly, clamp_output, input_range)
 
 
+_REUSE: dict[tuple, torch.fx.GraphModule] | None = None
+
+
+@contextlib.contextmanager
+def reuse_captures() -> Iterator[None]:
+    """Within the block, a model captured before (same code structure, same weights, same options) is not
+    exported again: each call gets a fresh copy of the first capture. ``torch.export`` is most of the time of
+    one PTQ trial, and a search runs dozens of them on one model."""
+    global _REUSE
+    outer = _REUSE
+    _REUSE = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _REUSE = outer
+
+
+def _capture_key(model: nn.Module, *options: object) -> tuple:
+    h = hashlib.sha256(repr(model).encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return (type(model).__qualname__, h.hexdigest(), *options)
+
+
 def capture(model: nn.Module, clamp_output: bool = True, example_side: int | None = None,
             target: str | None = None) -> torch.fx.GraphModule:
     """``torch.export`` with dynamic H, W (and batch), as the graph module PT2E prepares.
@@ -57,6 +86,18 @@ def capture(model: nn.Module, clamp_output: bool = True, example_side: int | Non
     Code whose shapes branch at small sizes (a pooled map of size 1 broadcasts differently) cannot be one graph
     for every size from its minimum: the capture then raises its minimum side (32, 64, 128) and records it as
     the graph's ``min_size``; smaller inputs are padded by :class:`QuantizedSR`."""
+    if _REUSE is None:
+        return _capture(model, clamp_output, example_side, target)
+    key = _capture_key(model, clamp_output, example_side, target)
+    if key not in _REUSE:
+        _REUSE[key] = _capture(model, clamp_output, example_side, target)
+    gm = copy.deepcopy(_REUSE[key])
+    gm.capture_min_size = _REUSE[key].capture_min_size
+    return gm
+
+
+def _capture(model: nn.Module, clamp_output: bool, example_side: int | None,
+             target: str | None) -> torch.fx.GraphModule:
     from torch.export import Dim, export
 
     from ..reparam.hazards import explain_export_failure, tracking_modules

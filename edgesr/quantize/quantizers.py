@@ -348,6 +348,10 @@ def make_quantizer(target: str, cfg: QuantConfig, qat: bool = False,
         def annotate(self, model: GraphModule) -> GraphModule:
             if target == "tflite":
                 restore_source_fns(model)
+            if hasattr(inner, "SUPPORTED_PATTERNS") and not any(
+                    "batch_norm" in str(n.target) for n in model.graph.nodes if n.op == "call_function"):
+                # conv-bn patterns are traced (torch.export, ~0.4 s each) before matching: skip what cannot match
+                inner.SUPPORTED_PATTERNS = [p for p in type(inner).SUPPORTED_PATTERNS if "_bn" not in p.name]
             model = inner.annotate(model)
             drop = keep(model) if keep is not None else float_nodes(model, cfg)
             strip_annotations(model, drop)
