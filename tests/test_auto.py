@@ -92,6 +92,22 @@ def test_an_impossible_budget_is_reported_over_budget(tmp_path):
     assert res.model.info["auto"]["within_budget"] is False
 
 
+def test_over_budget_the_most_accurate_artifact_that_follows_its_model_is_chosen(tmp_path):
+    calls = []
+
+    def first_unfaithful(q):
+        calls.append(q)
+        return {"fp32_ms": 2.0, "int8_ms": 1.0, "faithful": len(calls) > 1, "artifact_psnr_db": 30.0,
+                "fake_quant_psnr_db": 40.0}
+
+    res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], -10.0, max_trials=3, val_count=1,
+                        val_side=32, latency=first_unfaithful, finalists=2)
+    by_drop = sorted({t.drop_db for t in res.trials})
+    assert len(calls) == 2 and res.chosen.drop_db == by_drop[1] and res.chosen.latency["faithful"]
+    assert any("not chosen" in n for n in res.notes) and not res.within_budget
+    assert any("the most accurate one whose artifact follows it" in n for n in res.notes)
+
+
 def test_qat_is_the_last_step_and_keeps_its_trial_when_ptq_cannot_reach_the_budget():
     cfg = QuantConfig(iterations=2, batch_size=1, patch_size=32)
     res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], -10.0, config=cfg, max_trials=3,

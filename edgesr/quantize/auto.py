@@ -17,7 +17,8 @@ Every trial is cached (keyed by the model's weights, the data, the target and th
 resumes; all trials go to ``trials.jsonl``. Within the budget the finalists (most int8 MACs, fewest float ops)
 are timed by the ``latency`` callable the caller passes (the export stage's, which runs the artifacts in the
 target's runtime, interleaved with fp32) and the fastest is chosen; without it, the one with the most int8 MACs.
-None reaching the budget, the most accurate one is chosen and marked over budget.
+None reaching the budget, the most accurate one is chosen (of those timed, the most accurate whose artifact
+follows its fake-quant model) and marked over budget.
 """
 
 from __future__ import annotations
@@ -408,7 +409,7 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
             if better(t, best):
                 best, cfg = t, cand
     # 1b. within the budget: drop again, one at a time, the options that are no longer needed (fewer float islands)
-    if best is not None and best.within_budget and cfg is not plain:
+    def drop_unneeded(best: Trial, cfg: QuantConfig) -> tuple[Trial, QuantConfig]:
         for name, undo in (("float residual adds", lambda c: dataclasses.replace(c, float_adds=False)),
                            ("float elementwise multiplies", lambda c: dataclasses.replace(c, float_muls=False)),
                            ("outlier guard", lambda c: dataclasses.replace(c, outlier_ratio=0.0)),
@@ -419,21 +420,29 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
             t = s.run(f"{best.name}, without {name}", cand)
             if t is not None and t.within_budget:
                 best, cfg = t, cand
-    # 2. float fallback per layer in sensitivity order, from the configuration before the float options (they
-    #    may keep more float than needed), bisection on how many layers stay float; skipped when a configuration
-    #    within the budget already runs nearly all MACs in int8
+        return best, cfg
+
+    if best is not None and best.within_budget and cfg is not plain:
+        best, cfg = drop_unneeded(best, cfg)
+    # 2. float fallback per layer in sensitivity order, on top of the options that helped (the floor, every conv
+    #    float, is then the most accurate PTQ can be), bisection on how many layers stay float; skipped when a
+    #    configuration within the budget already runs nearly all MACs in int8
     within = [t for t in s.trials if t.within_budget]
     if (not within or max(t.int8_mac_share for t in within) < 0.9) and not s.exhausted():
         from .sensitivity import layer_names
 
-        cfg = plain
-        names = [n for n in layer_names(model, cfg) if n not in cfg.keep_float]
+        if within:  # within the budget already: the fallback starts from the fewest float options
+            cfg = plain
+        names = layer_names(model, cfg)
+        kept = set(cfg.keep_float)  # "first" / "last" name the first / last convolution
+        kept |= {names[0]} if names and "first" in kept else set()
+        kept |= {names[-1]} if names and "last" in kept else set()
         drops = layer_drops(model, target, calib, pairs, dataclasses.replace(cfg, float_tails=True),
                             deadline=s.deadline)
-        order = [r["layer"] for r in drops if r["layer"] in names]
+        order = [r["layer"] for r in drops if r["layer"] in names and r["layer"] not in kept]
 
-        def fallback(k: int) -> QuantConfig:
-            return dataclasses.replace(cfg, keep_float=list(dict.fromkeys([*cfg.keep_float, *order[:k]])),
+        def fallback(k: int, c: QuantConfig = cfg) -> QuantConfig:
+            return dataclasses.replace(c, keep_float=list(dict.fromkeys([*c.keep_float, *order[:k]])),
                                        float_tails=True)
 
         lo, hi = 1, len(order)  # the fewest float layers that meet the budget, by bisection
@@ -442,21 +451,27 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
             notes.append(f"with every convolution float the drop is still {every.drop_db:.3f} dB: the budget needs "
                          "the other int8 ops (adds, multiplies, activations, pooling, input/output) float, or QAT")
             lo = hi = 0
+        found: tuple[Trial, QuantConfig] | None = None
         while lo < hi and not s.exhausted():
             k = (lo + hi) // 2
             t = s.run(f"{k} most sensitive layers float", fallback(k))
             if t is None:
                 break
             if t.within_budget:
-                hi = k
+                hi, found = k, (t, fallback(k))
             else:
                 lo = k + 1
         if order and lo and not s.exhausted():
-            s.run(f"{lo} most sensitive layers float", fallback(lo))
+            t = s.run(f"{lo} most sensitive layers float", fallback(lo))
+            found = (t, fallback(lo)) if t is not None and t.within_budget else found
+        if found is not None and not s.exhausted():
+            drop_unneeded(*found)
     # 3. QAT from the most accurate PTQ configuration
     if not any(t.within_budget for t in s.trials) and qat_images and not s.exhausted(last=True):
         top = min(s.trials, key=lambda t: t.drop_db)
         qcfg = from_dict(QuantConfig, {**dataclasses.asdict(base), **top.config, "keep_nodes": []})
+        unit = scale * mult  # QAT patches: HR side a multiple of scale × the model's size multiple
+        qcfg = dataclasses.replace(qcfg, patch_size=-(-qcfg.patch_size // unit) * unit)
         s.run("QAT (distilled from fp32) from the best PTQ configuration", qcfg, mode="qat",
               make=lambda c: qat(model, target, list(qat_images), c, calib_images=calib), last=True)
     s.bar.close()
@@ -469,6 +484,13 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
         if trial.mode == "qat":
             return qat(model, target, list(qat_images or []), c, calib_images=calib)
         return ptq(model, target, calib, c)
+
+    def unfaithful(t: Trial) -> bool:
+        return bool(t.latency) and t.latency.get("faithful") is False
+
+    def far(t: Trial) -> str:
+        return (f"the {target} artifact is {t.latency['artifact_psnr_db']:.1f} dB from fp32, its fake-quant model "
+                f"{t.latency['fake_quant_psnr_db']:.1f} dB")
 
     built: dict[int, nn.Module] = {}
     ranked = sorted(within, key=lambda t: (-round(t.int8_mac_share, 4), t.float_ops, t.drop_db))
@@ -484,23 +506,30 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
             seen.append((t.config, t.mode))
             built[id(t)] = build(t)
             t.latency = latency(built[id(t)])
-        for t in ranked:
-            if t.latency and t.latency.get("faithful") is False:
-                notes.append(f"{t.name}: the {target} artifact is {t.latency['artifact_psnr_db']:.1f} dB from fp32, "
-                             f"its fake-quant model {t.latency['fake_quant_psnr_db']:.1f} dB: not chosen")
-        timed = [t for t in ranked if t.latency and t.latency.get("int8_ms") and t.latency.get("faithful", True)]
+        notes += [f"{t.name}: {far(t)}: not chosen" for t in ranked if unfaithful(t)]
+        timed = [t for t in ranked if t.latency and t.latency.get("int8_ms") and not unfaithful(t)]
         if timed:
             ranked = sorted(timed, key=lambda t: t.latency["int8_ms"]) + [t for t in ranked if t not in timed]
     chosen = ranked[0] if ranked else min(s.trials, key=lambda t: t.drop_db)
+    if not within and latency is not None:  # the most accurate configuration whose artifact follows its model
+        tried: list[Trial] = []
+        for t in sorted(s.trials, key=lambda t: t.drop_db):
+            if len(tried) >= max(1, finalists):
+                break
+            if any(t.config == u.config and t.mode == u.mode for u in tried):
+                continue
+            tried.append(t)
+            t.latency = latency(built.setdefault(id(t), build(t)))
+            if not unfaithful(t):
+                break
+        chosen = next((t for t in tried if not unfaithful(t)), tried[0] if tried else chosen)
+        notes += [f"{t.name}: {far(t)}: not chosen" for t in tried if t is not chosen and unfaithful(t)]
     if not within:
-        notes.append(f"over budget: no configuration reached {budget_db:g} dB; the most accurate one "
+        which = "one" if chosen.drop_db <= min(t.drop_db for t in s.trials) else "one whose artifact follows it"
+        notes.append(f"over budget: no configuration reached {budget_db:g} dB; the most accurate {which} "
                      f"({chosen.name}) loses {chosen.drop_db:.3f} dB")
-        if latency is not None:
-            chosen.latency = latency(built.setdefault(id(chosen), build(chosen)))
-            if chosen.latency and chosen.latency.get("faithful") is False:
-                notes.append(f"{chosen.name}: the {target} artifact is {chosen.latency['artifact_psnr_db']:.1f} dB "
-                             f"from fp32, its fake-quant model {chosen.latency['fake_quant_psnr_db']:.1f} dB: "
-                             "its runtime drop is larger than the search measured")
+        if unfaithful(chosen):
+            notes.append(f"{chosen.name}: {far(chosen)}: its runtime drop is larger than the search measured")
     q = built.get(id(chosen)) or build(chosen)
     q.info.update({"auto": {"budget_db": float(budget_db), "within_budget": bool(within),
                             "chosen": chosen.name, "validation_drop_db": chosen.drop_db,
