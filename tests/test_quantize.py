@@ -145,6 +145,30 @@ def test_qat_trains_from_calibrated_ranges_and_reloads(image_dir, tmp_path):
         qat(model, "executorch", [image_dir], QuantConfig(patch_size=20))
 
 
+def test_qat_starts_from_the_ptq_ranges_of_the_configured_observer(image_dir):
+    """A QAT step that cannot move the weights gives the PTQ model of the same config, output for output: the
+    activation fake-quantizers start at the observer's ranges over every calibration image, not at a moving
+    average that barely left the first one."""
+    model = _tiny()
+    cfg = QuantConfig(iterations=1, batch_size=1, patch_size=32, lr=1e-12, calib_size=4, observer="percentile")
+    q, p = qat(model, "executorch", [image_dir], cfg), ptq(model, "executorch", [image_dir], cfg)
+    assert q.info["ranges_from_ptq"] > 10
+    x = _calib(1)[0]
+    with torch.no_grad():
+        assert torch.allclose(q(x), p(x), atol=1e-6)
+
+
+def test_qat_survives_a_norm_of_an_all_zero_channel(image_dir):
+    """sqrt(Σx²) of a channel that is exactly zero has a NaN gradient: QAT zeroes those entries and trains on."""
+    from edgesr.models import ModelSpec, build
+
+    model = build(ModelSpec("tests/nets/plain_net.py:NormOfADeadChannel", 2))
+    q = qat(model, "executorch", [image_dir], QuantConfig(iterations=3, batch_size=2, patch_size=32, lr=1e-3))
+    assert q.info["steps_with_nonfinite_gradients"] == 3
+    with torch.no_grad():
+        assert torch.isfinite(q(_calib(1)[0])).all()
+
+
 def test_sensitivity_one_row_per_conv_sorted_worst_first():
     model = _tiny()
     rows = sensitivity(model, "executorch", _calib(1), QuantConfig())

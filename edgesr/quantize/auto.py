@@ -3,15 +3,16 @@
 The budget is the PSNR-Y drop (dB, vs HR, border = scale, uint8 output) of the fake-quant model against the
 fp32 model on *validation* images, never the calibration images. The search is greedy, not a grid:
 
-1. PTQ with the defaults; where the calibration data shows outlier channels, the outlier guard, as the base of
-   what follows; then, one at a time and kept only when they help: the observer; the weight algorithms that keep
-   every op int8 (cross-layer equalization where the network has ReLU-family conv pairs, the per-channel weight
-   scale search, bias correction); and, while over budget, float residual adds, float multiplies, LiteRT island
-   exits, the first/last convolution in float;
-2. float fallback per layer, in the order of measured sensitivity (each layer alone in int8, dB vs HR), the
-   number of float layers found by bisection on the sorted list;
-3. QAT distilled from the fp32 model from the best configuration, when PTQ cannot reach the budget and training
-   images were given.
+1. PTQ with the defaults; where the calibration data shows outlier channels, the outlier guard (ratio 8, then 4),
+   as the base of what follows; then, one at a time and kept only when they help: the observer (percentile at
+   99.99 and 99.999 among them); the weight algorithms that keep every op int8 (cross-layer equalization where
+   the network has ReLU-family conv pairs, the per-channel weight scale search, bias correction); and, while over
+   budget, float residual adds, float multiplies, LiteRT island exits, the first/last convolution in float;
+2. float fallback per layer on top of those, in the order of measured sensitivity (each layer alone in int8, dB
+   vs HR), the number of float layers found by bisection on the sorted list; within the budget, the float
+   options no longer needed are dropped again;
+3. QAT distilled from the fp32 model from the most accurate configuration, its activation ranges starting
+   where that configuration's PTQ put them, when PTQ cannot reach the budget and training images were given.
 
 Every trial is cached (keyed by the model's weights, the data, the target and the configuration), so a re-run
 resumes; all trials go to ``trials.jsonl``. Within the budget the finalists (most int8 MACs, fewest float ops)
@@ -224,9 +225,10 @@ class _Search:
         self.bar = tqdm(total=max_trials, desc=f"int8 search {target}", unit="trial", disable=not progress)
 
     def exhausted(self, last: bool = False) -> bool:
-        fresh = sum(not t.cached for t in self.trials)
+        """Out of trials (cached ones count: a re-run repeats the search, free, and goes no further) or of time
+        (a search cut by the time limit resumes from its cache on a re-run)."""
         limit = self.max_trials - (0 if last else self.reserved)
-        return fresh >= limit or (self.deadline is not None and time.monotonic() > self.deadline)
+        return len(self.trials) >= limit or (self.deadline is not None and time.monotonic() > self.deadline)
 
     def _path(self, cfg: QuantConfig, mode: str) -> Path | None:
         if self.cache is None:
@@ -369,11 +371,16 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
         t = s.run("outlier guard 8", cand)
         if better(t, best):
             best, cfg, plain = t, cand, cand
+            tighter = dataclasses.replace(base, outlier_ratio=4.0)  # more activations judged imbalanced
+            t = s.run("outlier guard 4", tighter)
+            if better(t, best):
+                best, cfg, plain = t, tighter, tighter
     # 1. one option at a time, kept when it lowers the drop
     steps: list[tuple[str, QuantConfig]] = []
     for obs in OBSERVERS:
         if obs != base.observer:
             steps.append((f"observer {obs}", dataclasses.replace(cfg, observer=obs)))
+    steps.append(("observer percentile 99.999", dataclasses.replace(cfg, observer="percentile", percentile=99.999)))
     for name, cand in steps:
         t = s.run(name, cand)
         if better(t, best):

@@ -60,7 +60,7 @@ class QuantConfig:
     patch_size: int = 96                 # HR patch side for QAT (LR = patch_size / scale)
     kd_weight: float = 1.0               # L1 to the full-precision model's SR (itself, or a teacher)
     gt_weight: float = 1.0               # L1 to ground truth
-    freeze_observers_at: float = 0.5     # fraction of QAT steps after which activation ranges stop moving
+    freeze_observers_at: float = 0.0     # fraction of QAT steps after which activation ranges (from PTQ) stop moving
     seed: int = 0
 
     def validate(self) -> None:

@@ -17,7 +17,7 @@ from ..errors import UsageError
 from .config import QuantConfig, check_target
 from ..models import size_multiple, spec_of
 from .graph import QuantizedSR, export_form, run_padded
-from .ptq import calibrate, calibration_inputs, finish, guard_outliers, model_scale, prepare
+from .ptq import _observers, calibrate, calibration_inputs, finish, guard_outliers, model_scale, prepare
 
 
 def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], config: QuantConfig | None = None,
@@ -26,10 +26,11 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
     """QAT int8 for ``target`` on HR image folders: loss = gt_weight·L1(HR) + kd_weight·L1(teacher SR).
 
     The teacher defaults to the full-precision model itself (self-distillation keeps the int8 model close to
-    what was validated in fp32). Ranges start from a calibration pass, move with the weights for the first
-    ``freeze_observers_at`` of the steps, then freeze, so the last steps train against the final grid.
+    what was validated in fp32). Activation ranges start where PTQ puts them (``cfg.observer`` on the
+    calibration images), move with the weights for the first ``freeze_observers_at`` of the steps (default 0:
+    not at all), then stay; weight ranges follow the weights throughout.
     """
-    from torchao.quantization.pt2e import disable_observer, move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
     from ..train.patches import PatchDataset, StepSampler
 
@@ -57,7 +58,10 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
     cfg, guard_info = guard_outliers(model, cfg, calib, target)
     weight_info: dict = {}
     prepared = prepare(model, target, cfg, qat=True, inputs=calib, info=weight_info)  # QAT starts from them
-    calibrate(prepared, calib)            # ranges start where PTQ would put them
+    calibrate(prepared, calib)
+    observed = prepare(model, target, cfg, inputs=calib)  # ranges start where PTQ puts them (cfg.observer)
+    calibrate(observed, calib)
+    started = start_ranges_from(prepared, observed)
     move_exported_model_to_train(prepared)
     params = [p for p in prepared.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
@@ -66,7 +70,7 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
     last, skipped = {}, 0
     for step, (lr_img, hr) in enumerate(bar):
         if step == freeze_at:
-            prepared.apply(disable_observer)
+            _freeze_activation_ranges(prepared)
         for group in opt.param_groups:  # cosine to 1 % of the start
             group["lr"] = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / max(1, cfg.iterations))))
         sr = run_padded(prepared, lr_img)
@@ -84,7 +88,7 @@ def qat(model: nn.Module, target: str, train_images: Sequence[str | Path], confi
         bar.set_postfix(loss=f"{last['loss']:.4f}")
     move_exported_model_to_eval(prepared)
     info = {"iterations": cfg.iterations, "final_loss": last.get("loss"), "calibration_images": len(calib),
-            "steps_with_nonfinite_gradients": skipped,
+            "steps_with_nonfinite_gradients": skipped, "ranges_from_ptq": started,
             "teacher": (spec_of(teacher).label if teacher is not None else "self"), **guard_info, **weight_info}
     return finish(model, prepared, target, "qat", cfg, scale, info)
 
@@ -101,3 +105,43 @@ def _zero_nonfinite_grads(params: list[torch.Tensor]) -> int:
                 bad += int(mask.sum())
                 p.grad[mask] = 0.0
     return bad
+
+
+@torch.no_grad()
+def start_ranges_from(qat_graph: torch.fx.GraphModule, ptq_graph: torch.fx.GraphModule) -> int:
+    """Set each per-tensor fake-quantizer of ``qat_graph`` to the range the PTQ observer on the same graph edge
+    chose; how many were set. The QAT fake-quantizers observe with a moving average (1 % per batch), so after a
+    calibration pass their range is close to the first image's, not the configured observer's over all of them
+    (SAFMN NTIRE x4: 0.12 dB lost at QAT step 0 against 0.08 for its PTQ)."""
+    src = _observers(ptq_graph)
+    done = 0
+    for key, fq in _observers(qat_graph).items():
+        obs = src.get(key)
+        if obs is None or not hasattr(fq, "activation_post_process") or not hasattr(obs, "calculate_qparams"):
+            continue
+        scale, zp = obs.calculate_qparams()
+        if scale.numel() != 1 or fq.scale.numel() != 1:
+            continue
+        lo = (fq.quant_min - zp.float()) * scale
+        hi = (fq.quant_max - zp.float()) * scale
+        ob = fq.activation_post_process
+        ob.min_val.resize_(lo.shape).copy_(lo)
+        ob.max_val.resize_(hi.shape).copy_(hi)
+        fq.scale.resize_(scale.shape).copy_(scale)
+        fq.zero_point.resize_(zp.shape).copy_(zp.to(fq.zero_point.dtype))
+        done += 1
+    return done
+
+
+def _freeze_activation_ranges(prepared: torch.fx.GraphModule) -> int:
+    """Stop the per-tensor (activation) fake-quantizers' observers; per-channel weight ranges keep following
+    the weights. A moving average of per-batch min/max drifts toward the unclipped range, undoing the
+    calibrated observer's clipping (SAFMN NTIRE x4, 300 steps: 0.078 dB freezing at half-way, 0.053 from the
+    start)."""
+    n = 0
+    for m in prepared.modules():
+        if hasattr(m, "disable_observer") and getattr(m, "scale", None) is not None and m.scale.numel() == 1 \
+                and not getattr(m, "is_per_channel", False):
+            m.disable_observer()
+            n += 1
+    return n

@@ -42,3 +42,27 @@ class ItemNet(nn.Module):
         if x.mean().item() > 2.0:
             x = x / 255.0
         return self.up(self.conv(x))
+
+
+class NormOfADeadChannel(nn.Module):
+    """conv -> sqrt(Σx²) norm (as SAFMN NTIRE's GRN) -> conv -> PixelShuffle, whose first conv has one channel
+    that is exactly zero: the norm's gradient there is inf·0 = NaN on every step."""
+
+    def __init__(self, scale=2, channels=4):
+        super().__init__()
+        import torch
+
+        self.head = nn.Conv2d(3, channels, 3, padding=1)
+        self.tail = nn.Conv2d(channels, 3 * scale * scale, 3, padding=1)
+        self.up = nn.PixelShuffle(scale)
+        with torch.no_grad():
+            self.head.weight[0].zero_()
+            self.head.bias[0] = 0.0
+
+    def forward(self, x):
+        import torch
+
+        y = self.head(x)
+        g = torch.sqrt((y * y).sum(dim=(2, 3), keepdim=True))
+        y = y * (1 + 0.1 * g / (g.mean(dim=1, keepdim=True) + 1e-6))
+        return self.up(self.tail(y))
