@@ -14,17 +14,18 @@ class Target:
     runs_on_host: bool               # its runtime runs on Linux (Core ML does not)
     phone: bool                      # edgesr device-script writes phone commands for it
     description: str
+    int8_scheme: str = ""            # whose PT2E annotation its int8 follows (targets sharing one quantize alike)
 
 
 TABLE: dict[str, Target] = {t.name: t for t in (
     Target("executorch", ".pte", ("fp32", "fp16", "int8"), True, True, True,
            "ExecuTorch .pte, XNNPACK-delegated; plus a BundledProgram (.bpte) with reference inputs/outputs for "
-           "on-device verification"),
+           "on-device verification", "xnnpack"),
     Target("tflite", ".tflite", ("fp32", "int8", "int16x8"), True, True, True,
            "LiteRT (TFLite) flatbuffer via litert-torch; runs with the LiteRT interpreter; int16x8 (int16 "
-           "activations, int8 weights) through ai-edge-quantizer"),
+           "activations, int8 weights) through ai-edge-quantizer", "litert"),
     Target("coreml", ".mlpackage", ("fp32", "fp16", "int8"), True, False, False,
-           "Core ML mlprogram; runs only on macOS/iOS (converted, not run, on Linux)"),
+           "Core ML mlprogram; runs only on macOS/iOS (converted, not run, on Linux)", "xnnpack"),
     Target("onnx", ".onnx", ("fp32",), False, True, False,
            "ONNX (torch.onnx dynamo exporter) for onnxruntime"),
 )}

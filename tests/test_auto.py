@@ -53,6 +53,14 @@ def test_search_meets_a_loose_budget_and_resumes_from_its_cache(tmp_path):
         assert torch.allclose(again.model(x), first.model(x))
 
 
+def test_core_ml_reuses_the_executorch_trials_and_litert_does_not(tmp_path):
+    """Core ML's int8 is XNNPACK's annotation of the same graph: its search is ExecuTorch's, from the cache."""
+    kw = dict(cache_dir=tmp_path, max_trials=3, val_count=1, val_side=32)
+    auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 0.5, **kw)
+    assert all(t.cached for t in auto_quantize(_tiny(), "coreml", PHOTOS[:4], PHOTOS[4:], 0.5, **kw).trials)
+    assert not any(t.cached for t in auto_quantize(_tiny(), "tflite", PHOTOS[:4], PHOTOS[4:], 0.5, **kw).trials)
+
+
 def test_the_fastest_finalist_within_the_budget_wins(tmp_path):
     """Finalists are timed by the caller's stopwatch; the fastest wins even where the MAC proxy ties."""
     timed = []

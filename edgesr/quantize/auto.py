@@ -202,7 +202,13 @@ def recipe_yaml(target: str, result: AutoResult) -> str:
 
 def _fingerprint(model: nn.Module, calib: Sequence[Any], pairs: Sequence[tuple[torch.Tensor, np.ndarray]],
                  target: str) -> str:
-    h = hashlib.sha256(target.encode())
+    """The trials' cache key: weights, data, and the target's int8 scheme on its graph; targets that quantize
+    the same graph alike (ExecuTorch and Core ML: XNNPACK's annotation) share their trials."""
+    from ..targets import TABLE
+    from .graph import capture
+
+    h = hashlib.sha256(TABLE[target].int8_scheme.encode() or target.encode())
+    h.update(capture(model, target=target).code.encode())
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
