@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgesr.models import create, size_multiple
     from edgesr.quantize import QuantConfig, ptq
     from edgesr.quantize.auto import auto_quantize, int8_mac_share, recipe_yaml, split_images
-    from edgesr.targets import suffix
+    from edgesr.targets import TABLE, suffix
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -153,12 +153,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 res = auto_quantize(model, target, [str(p) for p in calib], [str(p) for p in val], args.budget,
                                     config=QuantConfig(), max_trials=args.max_trials, time_limit=args.time_limit,
-                                    cache_dir=args.out / f"{name}_{target}", latency=probe,
+                                    cache_dir=args.out / f"{name}_{TABLE[target].int8_scheme}", latency=probe,
                                     finalists=args.finalists, progress=True,
                                     qat_images=[str(p) for p in calib] if args.qat else None,
                                     val_count=args.val_count)
                 qmodel = res.model
                 search_s = time.perf_counter() - t0
+                for log in ("trials.jsonl", "result.json"):  # the trial cache is shared by targets of one scheme
+                    src = args.out / f"{name}_{TABLE[target].int8_scheme}" / log
+                    (args.out / f"{name}_{target}_{log}").write_text(src.read_text())
                 drops = {b.name: fp32[b.name] - evaluate(res.model, b, 4, progress=False).psnr_y for b in benches}
                 row = {"model": name, "target": target, "chosen": res.chosen.name, "config": res.chosen.config,
                        "recipe": recipe_yaml(target, res), "validation_drop_db": res.chosen.drop_db,

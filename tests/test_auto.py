@@ -13,7 +13,7 @@ from edgesr.cli import main
 from edgesr.data.samples import CALIB_IMAGES, sample_paths
 from edgesr.models import ModelSpec, build, create
 from edgesr.quantize import QuantConfig
-from edgesr.quantize.auto import auto_quantize, int8_mac_share, recipe_yaml, split_images
+from edgesr.quantize.auto import auto_quantize, drop_db, int8_mac_share, mean_drop_db, recipe_yaml, split_images
 
 PHOTOS = [str(p) for p in sample_paths(CALIB_IMAGES)]
 
@@ -26,6 +26,12 @@ def _tiny() -> nn.Module:
 def test_calibration_and_validation_never_share_an_image(tmp_path):
     calib, val = split_images(PHOTOS, every=3)
     assert set(calib).isdisjoint(val) and len(calib) + len(val) == len(PHOTOS) and val
+
+
+def test_the_budget_measure_holds_on_the_best_reconstructed_half_too():
+    fp32, q = [40.0, 40.0, 20.0, 20.0], [39.8, 39.8, 20.0, 20.0]
+    assert drop_db(fp32, q) == pytest.approx(0.2) and mean_drop_db(fp32, q) == pytest.approx(0.1)
+    assert drop_db([20.0, 20.0, 40.0, 40.0], [19.8, 19.8, 40.0, 40.0]) == pytest.approx(0.1)  # the mean, larger
 
 
 def test_int8_mac_share_counts_the_float_convolutions():
@@ -116,6 +122,17 @@ def test_over_budget_the_most_accurate_artifact_that_follows_its_model_is_chosen
     assert any("the most accurate one whose artifact follows it" in n for n in res.notes)
 
 
+def test_within_budget_but_no_artifact_follows_its_model_is_not_within_budget(tmp_path):
+    def unfaithful(q):
+        return {"fp32_ms": 2.0, "int8_ms": 1.0, "faithful": False, "artifact_psnr_db": 30.0, "fake_quant_psnr_db": 40.0}
+
+    res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 50.0, max_trials=3, val_count=1,
+                        val_side=32, latency=unfaithful, finalists=1)
+    assert not res.within_budget and res.model.info["auto"]["within_budget"] is False
+    assert any("has a executorch artifact that follows" in n for n in res.notes)
+    assert any(n.startswith("over budget: the most accurate") for n in res.notes)
+
+
 def test_qat_is_the_last_step_and_keeps_its_trial_when_ptq_cannot_reach_the_budget():
     cfg = QuantConfig(iterations=2, batch_size=1, patch_size=32)
     res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], -10.0, config=cfg, max_trials=3,
@@ -135,6 +152,19 @@ def test_a_network_int8_breaks_is_repaired_within_the_budget(tmp_path):
     defaults = res.trials[0]
     assert defaults.name == "defaults" and defaults.drop_db > 10.0, defaults  # int8 as it comes: broken
     assert res.within_budget and res.chosen.drop_db <= 1.0 and res.chosen.int8_mac_share > 0.3
+
+
+def test_the_per_layer_fallback_skips_layers_already_float():
+    """Layers the outlier guard or keep_float already hold float are not fallback candidates (each would cost a
+    bisection step that changes nothing)."""
+    from edgesr.quantize.auto import _float_layers
+    from edgesr.quantize.ptq import calibration_inputs
+
+    model = _nearest_upsampler_with_an_outlier_channel()
+    calib = calibration_inputs(PHOTOS[:2], 2, QuantConfig(calib_size=2, calib_patch=32))
+    assert _float_layers(model, "executorch", QuantConfig(), calib) == set()
+    assert _float_layers(model, "executorch", QuantConfig(keep_float=["last"]), calib) == {"4"}
+    assert "0" in _float_layers(model, "executorch", QuantConfig(outlier_ratio=8.0), calib)  # the guard's conv
 
 
 def test_quantize_auto_cli(tmp_path, capsys):

@@ -7,7 +7,7 @@ fp32 model on *validation* images, never the calibration images. The search is g
    as the base of what follows; then, one at a time and kept only when they help: the observer (percentile at
    99.99 and 99.999 among them); the weight algorithms that keep every op int8 (cross-layer equalization where
    the network has ReLU-family conv pairs, the per-channel weight scale search, bias correction); and, while over
-   budget, float residual adds, float multiplies, LiteRT island exits, the first/last convolution in float;
+   budget, float residual adds, float multiplies, the first/last convolution in float;
 2. float fallback per layer on top of those, in the order of measured sensitivity (each layer alone in int8, dB
    vs HR), the number of float layers found by bisection on the sorted list; within the budget, the float
    options no longer needed are dropped again;
@@ -44,7 +44,7 @@ from ..models import scale_of, size_multiple
 from .config import OBSERVERS, QuantConfig, check_target
 
 __all__ = ["AutoResult", "Trial", "auto_quantize", "validation_pairs", "split_images", "int8_mac_share",
-           "drop_db", "recipe_yaml", "layer_drops"]
+           "drop_db", "mean_drop_db", "recipe_yaml", "layer_drops"]
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -103,8 +103,22 @@ def _psnrs(model: Callable[[torch.Tensor], torch.Tensor], pairs: Sequence[tuple[
 
 
 def drop_db(fp32: Sequence[float], q: Sequence[float]) -> float:
-    """Mean over images of PSNR-Y(fp32) − PSNR-Y(int8): positive means int8 is worse."""
-    return float(np.mean([a - b for a, b in zip(fp32, q)]))
+    """The budget's measure: the mean over images of PSNR-Y(fp32) − PSNR-Y(int8) (positive means int8 is worse),
+    or, when larger, that mean over the half of the images fp32 reconstructs best.
+
+    The same int8 noise costs the most dB where fp32's own error is smallest, and a budget met on average over
+    held-out training crops did not hold on such images: SAFMN NTIRE x4, one configuration, 0.039 dB over 64
+    held-out T91/BSD200 images, 0.051 over their best-reconstructed half, Set5 0.065, B100 0.038."""
+    d = np.asarray(fp32, dtype=np.float64) - np.asarray(q, dtype=np.float64)
+    if len(d) < 4:
+        return float(d.mean())
+    best = np.argsort(-np.asarray(fp32, dtype=np.float64), kind="stable")[: (len(d) + 1) // 2]
+    return float(max(d.mean(), d[best].mean()))
+
+
+def mean_drop_db(fp32: Sequence[float], q: Sequence[float]) -> float:
+    """Mean over images of PSNR-Y(fp32) − PSNR-Y(int8)."""
+    return float(np.mean(np.asarray(fp32, dtype=np.float64) - np.asarray(q, dtype=np.float64)))
 
 
 # ------------------------------------------------------------------------------------------ MACs
@@ -156,6 +170,7 @@ class Trial:
     drop_db: float
     int8_mac_share: float
     float_ops: int = 0                    # ops left float (islands cost a dequantize/quantize pair each)
+    mean_drop_db: float | None = None     # plain mean over the validation images (drop_db is the budget's measure)
     mode: str = "ptq"
     seconds: float = 0.0
     cached: bool = False
@@ -239,7 +254,8 @@ class _Search:
     def _path(self, cfg: QuantConfig, mode: str) -> Path | None:
         if self.cache is None:
             return None
-        blob = json.dumps({"model": self.key, "mode": mode, "config": dataclasses.asdict(cfg)}, sort_keys=True)
+        blob = json.dumps({"model": self.key, "mode": mode, "config": dataclasses.asdict(cfg),
+                           "measure": drop_db.__name__ + ":best-half"}, sort_keys=True)  # a new measure, new trials
         return self.cache / "trials" / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
 
     def run(self, name: str, cfg: QuantConfig, mode: str = "ptq",
@@ -255,12 +271,13 @@ class _Search:
 
             t0 = time.perf_counter()
             q = make(cfg) if make is not None else ptq(self.model, self.target, self.calib, cfg)
-            drop = drop_db(self.fp32, _psnrs(q, self.pairs, self.scale))
+            psnrs = _psnrs(q, self.pairs, self.scale)
+            drop, mean = drop_db(self.fp32, psnrs), mean_drop_db(self.fp32, psnrs)
             from ..config import from_dict
 
             applied = from_dict(QuantConfig, dict(q.config))  # with the outlier guard's kept nodes
             share, floats = _int8_profile(self.model, applied, target=self.target)
-            trial = Trial(name, _overrides(cfg), drop, share, floats, mode, round(time.perf_counter() - t0, 2))
+            trial = Trial(name, _overrides(cfg), drop, share, floats, mean, mode, round(time.perf_counter() - t0, 2))
             if path is not None:
                 atomic_write_text(path, json.dumps(trial.to_json(), indent=1) + "\n")
             self.bar.update(1)
@@ -309,9 +326,25 @@ def layer_drops(model: nn.Module, target: str, calib: Sequence[torch.Tensor],
         calibrate(prepared, inputs)
         q = convert(prepared, target)
         q.capture_min_size = prepared.capture_min_size
-        rows.append({"layer": name, "drop_db": drop_db(fp32, _psnrs(lambda x: run_padded(q, x), pairs, scale))})
+        rows.append({"layer": name, "drop_db": mean_drop_db(fp32, _psnrs(lambda x: run_padded(q, x), pairs, scale))})
     rows.sort(key=lambda r: -r["drop_db"])
     return rows + late
+
+
+def _float_layers(model: nn.Module, target: str, cfg: QuantConfig, calib: Sequence[torch.Tensor]) -> set[str]:
+    """Module paths whose every convolution ``cfg`` already keeps float (named, first/last, or held by the
+    outlier guard): the per-layer fallback skips them."""
+    from .graph import capture
+    from .ptq import guard_outliers
+    from .quantizers import conv_nodes, float_nodes, module_path
+
+    applied, _ = guard_outliers(model, cfg, list(calib), target)
+    gm = capture(model, clamp_output=cfg.clamp_output, target=target)
+    floats = float_nodes(gm, applied)
+    by_path: dict[str, list[bool]] = {}
+    for n in conv_nodes(gm):
+        by_path.setdefault(module_path(n), []).append(n in floats)
+    return {p for p, f in by_path.items() if all(f)}
 
 
 # ------------------------------------------------------------------------------------------ search
@@ -410,8 +443,6 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
         options: list[tuple[str, Callable[[QuantConfig], QuantConfig]]] = []
         options.append(("float residual adds", lambda c: dataclasses.replace(c, float_adds=True)))
         options.append(("float elementwise multiplies", lambda c: dataclasses.replace(c, float_muls=True)))
-        if target == "tflite":
-            options.append(("per-consumer ranges (no island exits)", lambda c: dataclasses.replace(c, island_exits=False)))
         options.append(("first/last conv float", lambda c: dataclasses.replace(
             c, keep_float=list(dict.fromkeys([*c.keep_float, "first", "last"])))))
         for name, change in options:
@@ -425,8 +456,7 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
     def drop_unneeded(best: Trial, cfg: QuantConfig) -> tuple[Trial, QuantConfig]:
         for name, undo in (("float residual adds", lambda c: dataclasses.replace(c, float_adds=False)),
                            ("float elementwise multiplies", lambda c: dataclasses.replace(c, float_muls=False)),
-                           ("outlier guard", lambda c: dataclasses.replace(c, outlier_ratio=0.0)),
-                           ("per-consumer ranges", lambda c: dataclasses.replace(c, island_exits=True))):
+                           ("outlier guard", lambda c: dataclasses.replace(c, outlier_ratio=0.0))):
             cand = undo(cfg)
             if cand == cfg:
                 continue
@@ -447,9 +477,7 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
         if within:  # within the budget already: the fallback starts from the fewest float options
             cfg = plain
         names = layer_names(model, cfg)
-        kept = set(cfg.keep_float)  # "first" / "last" name the first / last convolution
-        kept |= {names[0]} if names and "first" in kept else set()
-        kept |= {names[-1]} if names and "last" in kept else set()
+        kept = _float_layers(model, target, cfg, calib)  # already float (keep_float, the outlier guard)
         drops = layer_drops(model, target, calib, pairs, dataclasses.replace(cfg, float_tails=True),
                             deadline=s.deadline)
         order = [r["layer"] for r in drops if r["layer"] in names and r["layer"] not in kept]
@@ -512,7 +540,8 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
     if latency is not None and ranked:
         seen: list[tuple[dict[str, Any], str]] = []
         for t in tqdm(ranked, desc=f"timing finalists {target}", unit="cfg", disable=not progress):
-            if len(seen) >= finalists:
+            good = sum(not unfaithful(u) for u in ranked if u.latency)
+            if good >= finalists or len(seen) >= 3 * max(1, finalists):  # an unfaithful one is not a finalist
                 break
             if any(t.config == c and t.mode == m for c, m in seen):
                 continue
@@ -524,6 +553,10 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
         if timed:
             ranked = sorted(timed, key=lambda t: t.latency["int8_ms"]) + [t for t in ranked if t not in timed]
     chosen = ranked[0] if ranked else min(s.trials, key=lambda t: t.drop_db)
+    if within and unfaithful(chosen):  # no configuration within the budget has an artifact that follows it
+        notes.append(f"no configuration within {budget_db:g} dB has a {target} artifact that follows its "
+                     "fake-quant model")
+        within = []
     if not within and latency is not None:  # the most accurate configuration whose artifact follows its model
         tried: list[Trial] = []
         for t in sorted(s.trials, key=lambda t: t.drop_db):
@@ -532,15 +565,16 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
             if any(t.config == u.config and t.mode == u.mode for u in tried):
                 continue
             tried.append(t)
-            t.latency = latency(built.setdefault(id(t), build(t)))
+            if not t.latency:
+                t.latency = latency(built.setdefault(id(t), build(t)))
             if not unfaithful(t):
                 break
         chosen = next((t for t in tried if not unfaithful(t)), tried[0] if tried else chosen)
         notes += [f"{t.name}: {far(t)}: not chosen" for t in tried if t is not chosen and unfaithful(t)]
     if not within:
         which = "one" if chosen.drop_db <= min(t.drop_db for t in s.trials) else "one whose artifact follows it"
-        notes.append(f"over budget: no configuration reached {budget_db:g} dB; the most accurate {which} "
-                     f"({chosen.name}) loses {chosen.drop_db:.3f} dB")
+        reached = "" if any(t.within_budget for t in s.trials) else f"no configuration reached {budget_db:g} dB; "
+        notes.append(f"over budget: {reached}the most accurate {which} ({chosen.name}) loses {chosen.drop_db:.3f} dB")
         if unfaithful(chosen):
             notes.append(f"{chosen.name}: {far(chosen)}: its runtime drop is larger than the search measured")
     q = built.get(id(chosen)) or build(chosen)
