@@ -102,6 +102,9 @@ def _psnrs(model: Callable[[torch.Tensor], torch.Tensor], pairs: Sequence[tuple[
     return [min(psnr_y(to_uint8(model(lr)), hr, scale), 100.0) for lr, hr in pairs]
 
 
+MEASURE = "max(mean, mean of the best-reconstructed half)"  # what drop_db computes: part of each trial's cache key
+
+
 def drop_db(fp32: Sequence[float], q: Sequence[float]) -> float:
     """The budget's measure: the mean over images of PSNR-Y(fp32) − PSNR-Y(int8) (positive means int8 is worse),
     or, when larger, that mean over the half of the images fp32 reconstructs best.
@@ -254,8 +257,8 @@ class _Search:
     def _path(self, cfg: QuantConfig, mode: str) -> Path | None:
         if self.cache is None:
             return None
-        blob = json.dumps({"model": self.key, "mode": mode, "config": dataclasses.asdict(cfg),
-                           "measure": drop_db.__name__ + ":best-half"}, sort_keys=True)  # a new measure, new trials
+        blob = json.dumps({"model": self.key, "mode": mode, "config": dataclasses.asdict(cfg), "measure": MEASURE},
+                          sort_keys=True)
         return self.cache / "trials" / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
 
     def run(self, name: str, cfg: QuantConfig, mode: str = "ptq",
