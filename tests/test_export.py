@@ -241,6 +241,31 @@ def test_export_cli_bad_input_is_one_line_exit_2(argv, message, capsys):
     assert code == 2 and message in err and err.count("\n") == 1, err
 
 
+def test_an_artifact_lowered_from_the_same_source_is_reused_not_lowered_again(tmp_path, monkeypatch):
+    from edgesr.export import exporters
+    from edgesr.models import ModelSpec, build
+
+    model = build(ModelSpec("tests/nets/plain_net.py:make_plain_sr", 2, kwargs={"channels": 4, "depth": 1}))
+    first = exporters.export(model, "executorch", "fp32", (16, 16), tmp_path / "a.pte")
+
+    def no_lowering(*a, **k):
+        raise AssertionError("lowered again")
+
+    monkeypatch.setattr(exporters, "lower_executorch", no_lowering)
+    again = exporters.export(model, "executorch", "fp32", (16, 16), tmp_path / "b.pte", reuse=[tmp_path / "a.pte"])
+    assert (tmp_path / "b.pte").read_bytes() == (tmp_path / "a.pte").read_bytes()
+    assert again.files == {"delegation": "b.pte.delegation.json", "bundled_program": "b.bpte"}
+    assert all((tmp_path / f).is_file() for f in again.files.values()) and again.delegation == first.delegation
+    assert read_sidecar(tmp_path / "b.pte").artifact == "b.pte"
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other[0].weight.mul_(2)
+    with pytest.raises(Exception, match="lowered again"):  # other weights: not the same source
+        exporters.export(other, "executorch", "fp32", (16, 16), tmp_path / "c.pte", reuse=[tmp_path / "a.pte"])
+    with pytest.raises(Exception, match="lowered again"):  # another input size
+        exporters.export(model, "executorch", "fp32", (16, 24), tmp_path / "d.pte", reuse=[tmp_path / "a.pte"])
+
+
 def test_export_cli_writes_artifact_and_sidecar(tmp_path, capsys):
     weights = artifact("scnet_t", "onnx").parent / read_sidecar(artifact("scnet_t", "onnx")).weights
     out = tmp_path / "scnet.onnx"

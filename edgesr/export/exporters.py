@@ -11,6 +11,8 @@ the target. This module never quantizes by itself.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +29,8 @@ from ..reparam.forms import applicable_rewrites, export_friendly, for_target, fp
 from ..reparam.hazards import explain_export_failure, tracking_modules
 from ..versions import versions
 from ..targets import CALIBRATED
-from .spec import (INPUT_NAME, OUTPUT_NAME, ArtifactInfo, ExportError, TargetConfig, readable, sha256_of,
-                   target_config, write_sidecar)
+from .spec import (INPUT_NAME, OUTPUT_NAME, ArtifactInfo, ExportError, TargetConfig, read_sidecar, readable,
+                   resolve_beside, sha256_of, target_config, write_sidecar)
 
 SEED = 0
 
@@ -93,7 +95,7 @@ def example_input(input_size: tuple[int, int], seed: int = SEED) -> torch.Tensor
 def export(model: nn.Module, target: str | Path, precision: str, input_size: tuple[int, int], out: str | Path,
            *, quantized: nn.Module | None = None, ref: ModelRef | None = None, layout: str | None = None,
            rewrite: bool = True, command: str | None = None,
-           calibration: Sequence[torch.Tensor] | None = None) -> ArtifactInfo:
+           calibration: Sequence[torch.Tensor] | None = None, reuse: Sequence[str | Path] = ()) -> ArtifactInfo:
     """Write ``out`` (+ ``out.json`` sidecar) for ``target`` at a fixed ``input_size`` (H, W), batch 1.
 
     ``model`` is the fp32 eval model (the reference ``check`` compares against), any ``nn.Module`` taking
@@ -104,6 +106,10 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
 
     ``precision="int16x8"`` (LiteRT: int16 activations, int8 weights) quantizes the fp32 ``.tflite`` with
     ai-edge-quantizer, calibrated on ``calibration`` (LR tensors in [0, 1], fitted to ``input_size``).
+
+    ``reuse``: artifacts exported before (e.g. the int8 search's timed finalists); one lowered from the same graph,
+    weights and settings (its sidecar's ``source_sha256``) is copied instead of lowered again: an ExecuTorch int8
+    lowering takes about a minute on 2 cores.
     """
     if getattr(model, "quantized", False) and quantized is None:
         quantized = model
@@ -152,9 +158,12 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
                         versions=_versions(cfg.target), command=command,
                         io_dtype="float16" if (precision == "fp16" and cfg.target == "executorch") else "float32")
     source = friendly
+    info.source_sha256 = _source_sha256(source, info, calibration)
     with tracking_modules(source) as running:
         try:
-            if cfg.target == "executorch":
+            if _copy_earlier(reuse, out, info):
+                pass
+            elif cfg.target == "executorch":
                 _export_executorch(source, model if quantized is not None else net, x_net, precision, out, info,
                                    bundled=cfg.bundled_program)
             elif cfg.target == "tflite" and precision == "int16x8":
@@ -217,6 +226,51 @@ def calibration_lr(model: nn.Module, calibration: Sequence[Any] | None, input_si
     return [fit_to(t, input_size) for t in calibration_inputs(items, scale_of(model), cfg, size_multiple(model))]
 
 
+def _source_sha256(source: nn.Module, info: ArtifactInfo, calibration: Sequence[torch.Tensor] | None) -> str:
+    """What the artifact is made of: the module's code (a graph's, or its structure), every parameter and
+    buffer, the export settings and the toolchain's versions."""
+    h = hashlib.sha256(json.dumps([info.target, info.precision, info.input_size, info.layout, info.input_range,
+                                   info.rewrites, info.versions, info.io_dtype], sort_keys=True).encode())
+    h.update((source.code if isinstance(source, torch.fx.GraphModule) else repr(source)).encode())
+    for name, t in [*source.named_parameters(), *source.named_buffers()]:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for c in calibration or []:
+        h.update(c.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _copy_earlier(candidates: Sequence[str | Path], out: Path, info: ArtifactInfo) -> bool:
+    """Copy the first of ``candidates`` lowered from the same source (file artifacts and the files their sidecar
+    lists, renamed after ``out``); False when none is."""
+    import shutil
+
+    for cand in candidates:
+        cand = Path(cand)
+        try:
+            old = read_sidecar(cand)
+        except ExportError:
+            continue
+        if old.source_sha256 != info.source_sha256 or not cand.is_file() or cand.resolve() == out.resolve():
+            continue
+        with atomic_path(out) as tmp:
+            shutil.copyfile(cand, tmp)
+        for role, name in old.files.items():
+            src = resolve_beside(cand, name)
+            if src is None or not src.is_file():
+                continue
+            dst = out.with_suffix(src.suffix) if src.name == cand.with_suffix(src.suffix).name else \
+                Path(str(out) + src.name[len(cand.name):])
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+            readable(dst)
+            info.files[role] = dst.name
+        info.delegation = old.delegation
+        readable(out)
+        return True
+    return False
+
+
 def _record_weights(model: nn.Module, spec: ModelSpec, out: Path) -> tuple[str, str]:
     """Where ``check`` finds the weights: the given file, or (random init) a copy saved beside the artifact."""
     if getattr(model, "quantized", False):  # int8: check's reference is the fake-quant model, from its checkpoint
@@ -276,8 +330,6 @@ def delegation_report(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
 
 def _export_executorch(source: nn.Module, reference: nn.Module, x: torch.Tensor, precision: str, out: Path,
                        info: ArtifactInfo, bundled: bool = True) -> None:
-    import json
-
     if precision == "fp16":
         source, x_in = copy.deepcopy(source).half(), x.half()
     else:

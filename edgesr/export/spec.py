@@ -154,6 +154,7 @@ class ArtifactInfo:
     rewrites: list[str] = field(default_factory=list)
     rewrite_max_abs_diff: float | None = None
     files: dict[str, str] = field(default_factory=dict)   # role -> file name beside the artifact
+    source_sha256: str | None = None      # the lowered graph, its weights and the export settings (reuse key)
     delegation: dict[str, Any] | None = None
     target_config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)

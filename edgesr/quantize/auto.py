@@ -481,20 +481,26 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
             cfg = plain
         names = layer_names(model, cfg)
         kept = _float_layers(model, target, cfg, calib)  # already float (keep_float, the outlier guard)
-        drops = layer_drops(model, target, calib, pairs, dataclasses.replace(cfg, float_tails=True),
-                            deadline=s.deadline)
-        order = [r["layer"] for r in drops if r["layer"] in names and r["layer"] not in kept]
+        candidates = [n for n in names if n not in kept]
+        floor = dataclasses.replace(cfg, keep_float=list(dict.fromkeys([*cfg.keep_float, *candidates])),
+                                    float_tails=True)
+        every = s.run("every conv float (the floor of the per-layer fallback)", floor) if candidates else None
+        order: list[str] = []
+        if every is not None and not every.within_budget:  # no need to rank the layers
+            if not within:
+                notes.append(f"with every convolution float the drop is still {every.drop_db:.3f} dB: the budget "
+                             "needs the other int8 ops (adds, multiplies, activations, pooling, input/output) "
+                             "float, or QAT")
+        elif every is not None:
+            drops = layer_drops(model, target, calib, pairs, dataclasses.replace(cfg, float_tails=True),
+                                deadline=s.deadline)
+            order = [r["layer"] for r in drops if r["layer"] in candidates]
 
         def fallback(k: int, c: QuantConfig = cfg) -> QuantConfig:
             return dataclasses.replace(c, keep_float=list(dict.fromkeys([*c.keep_float, *order[:k]])),
                                        float_tails=True)
 
-        lo, hi = 1, len(order)  # the fewest float layers that meet the budget, by bisection
-        every = s.run("every conv float (the floor of the per-layer fallback)", fallback(len(order))) if order else None
-        if every is not None and not every.within_budget:
-            notes.append(f"with every convolution float the drop is still {every.drop_db:.3f} dB: the budget needs "
-                         "the other int8 ops (adds, multiplies, activations, pooling, input/output) float, or QAT")
-            lo = hi = 0
+        lo, hi = (1, len(order)) if order else (0, 0)  # the fewest float layers that meet the budget, by bisection
         found: tuple[Trial, QuantConfig] | None = None
         while lo < hi and not s.exhausted():
             k = (lo + hi) // 2

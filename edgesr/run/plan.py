@@ -184,7 +184,8 @@ def build_plan(r: RunRecipe, out: Path, progress: bool = True) -> Plan:
                     {"name": name, "scale": scale, "target": target, "precision": precision, "size": list(size)},
                     lambda d, target=target, precision=precision, qw=qw, unit=unit: stages.export(
                         name, scale, fp32.text, target, precision, size, qw.text if qw else None, d,
-                        stage_dir(out, unit, keys[unit]), r.data.calib),
+                        stage_dir(out, unit, keys[unit]), r.data.calib,
+                        Path(quantized[target].text).parent / "finalists" if target in quantized else None),
                     [fp32] + ([qw] if qw else []),
                     {"calib_data": calib_fp} if precision in CALIBRATED else None)
                 fname = f"{label}_x{scale}_{precision}{BUILTIN_TARGETS[target]['suffix']}"

@@ -249,9 +249,11 @@ def export_command(name: str, scale: int, weights: str, target: str, precision: 
 
 
 def export(name: str, scale: int, weights: str, target: str, precision: str, size: tuple[int, int],
-           quantized: str | None, out: Path, final_dir: Path, calib_folders: Sequence[Path] = ()) -> dict[str, Any]:
+           quantized: str | None, out: Path, final_dir: Path, calib_folders: Sequence[Path] = (),
+           reuse_dir: Path | None = None) -> dict[str, Any]:
     """One artifact (+ sidecar) for ``target`` at ``precision``; int8 comes from the quantize stage's model;
-    int16x8 (LiteRT) is calibrated here on ``calib_folders`` (default: the sample photos)."""
+    int16x8 (LiteRT) is calibrated here on ``calib_folders`` (default: the sample photos). An artifact the int8
+    search already lowered from the same graph (``reuse_dir``: its timed finalists) is copied, not lowered again."""
     from ..export import export as export_artifact
     from ..targets import CALIBRATED, suffix
 
@@ -265,8 +267,9 @@ def export(name: str, scale: int, weights: str, target: str, precision: str, siz
         calibration = calibration_lr(model, [str(f) for f in calib_folders] or None, size)
     command = export_command(name, scale, weights, target, precision, size, final_dir / fname, quantized,
                              calib_folders if precision in CALIBRATED else ())
+    reuse = sorted(reuse_dir.glob(f"*{suffix(target)}")) if reuse_dir is not None and reuse_dir.is_dir() else []
     info = export_artifact(model, target, precision, size, out / fname, quantized=qmodel, command=command,
-                           calibration=calibration)
+                           calibration=calibration, reuse=reuse)
     return {"artifact": fname, "target": target, "precision": precision, "command": command,
             "delegation": info.delegation}
 
