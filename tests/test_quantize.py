@@ -169,6 +169,16 @@ def test_qat_survives_a_norm_of_an_all_zero_channel(image_dir):
         assert torch.isfinite(q(_calib(1)[0])).all()
 
 
+def test_a_configuration_reads_as_words():
+    from edgesr.quantize.config import describe
+
+    assert describe({}) == "defaults"
+    assert describe({"observer": "percentile", "percentile": 99.999, "outlier_ratio": 4.0, "scale_search": True,
+                     "float_adds": True, "keep_float": ["first", "last", "body.3", "body.4"], "calib_size": 6}) == (
+        "percentile 99.999 observer, outlier guard 4, float residual adds, weight scale search, "
+        "first/last conv + 2 layers float")
+
+
 def test_sensitivity_one_row_per_conv_sorted_worst_first():
     model = _tiny()
     rows = sensitivity(model, "executorch", _calib(1), QuantConfig())

@@ -83,3 +83,32 @@ def check_target(target: str) -> str:
     if target not in TARGETS:
         raise UsageError(f"unknown quantization target {target!r} (choose from {', '.join(TARGETS)})")
     return target
+
+
+_WORDS = {"float_adds": "float residual adds", "float_muls": "float multiplies", "equalize": "cross-layer equalization",
+          "scale_search": "weight scale search", "bias_correction": "bias correction"}
+
+
+def describe(config: dict) -> str:
+    """A configuration (``QuantConfig`` fields that differ from the defaults) in words, for verdicts and logs:
+    'percentile 99.999 observer, outlier guard 4, weight scale search, float residual adds, first/last conv +
+    4 layers float'. Data and QAT schedule settings are left out."""
+    parts = []
+    obs = config.get("observer")
+    if obs:
+        parts.append(f"percentile {config['percentile']:g} observer" if obs == "percentile" and "percentile" in config
+                     else f"{obs} observer")
+    if config.get("outlier_ratio"):
+        parts.append(f"outlier guard {config['outlier_ratio']:g}")
+    parts += [w for k, w in _WORDS.items() if config.get(k)]
+    if config.get("island_exits") is False:
+        parts.append("per-consumer ranges")
+    keep = list(config.get("keep_float") or [])
+    if keep:
+        ends = [k for k in ("first", "last") if k in keep]
+        others = len(keep) - len(ends)
+        what = "/".join(ends) + " conv" if ends else ""
+        if others:
+            what += (" + " if what else "") + f"{others} layer{'s' if others > 1 else ''}"
+        parts.append(what + " float")
+    return ", ".join(parts) or "defaults"

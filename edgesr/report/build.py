@@ -37,6 +37,7 @@ from .rows import MEASURED_IN, ReportRow
 from ..errors import EdgesrError
 from . import crops as _crops
 from . import plots as _plots
+from ..quantize.config import describe
 from .schema import SCHEMA_ID, validate
 
 IMG_DIR = "img"
@@ -228,7 +229,9 @@ def verdicts(rows: list[dict[str, Any]], search: dict[str, Any]) -> list[dict[st
         speed = round(f32["latency_ms"]["median"] / q["latency_ms"]["median"], 3) if f32 and q else None
         s = search.get(target) or {}
         chosen = s.get("chosen") or {}
-        config = chosen.get("name", "as configured") + (f" {chosen['config']}" if chosen.get("config") else "")
+        config = describe(chosen["config"]) if "config" in chosen else "as configured"
+        if chosen.get("mode") == "qat":
+            config = f"QAT from {config}"
         budget = s.get("budget_db")
         within = None
         if budget is not None:
