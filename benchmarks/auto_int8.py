@@ -1,8 +1,9 @@
 """int8 found by ``edgesr quantize --auto`` per model x target, beside what a user would otherwise pick.
 
 Per model (zoo weights, x4) and target: the chosen configuration (finalists timed in the runtime inside the
-search), its drop on the evaluation sets (fake-quant, whole images; never seen by the search), the int8 share of
-MACs; then, in the runtimes themselves, on the evaluation sets named by ``--runtime-eval`` (tiled at the
+search), its drop on the evaluation sets (fake-quant, whole images, against fp32 on the same input: images
+edge-padded to the int8 graph's size multiple; ``drop_vs_whole_db`` adds what that padding costs fp32; never seen
+by the search), the int8 share of MACs; then, in the runtimes themselves, on the evaluation sets named by ``--runtime-eval`` (tiled at the
 artifact's size): fp32, edgesr int8, LiteRT int16x8 (ai-edge-quantizer, edgesr's export), and the two baselines a
 user would reach for — onnxruntime ``quantize_static`` (QDQ, per-channel, on edgesr's fp32 ONNX) and
 ai-edge-quantizer's default static int8 recipe on edgesr's fp32 ``.tflite`` — all calibrated on the same training
@@ -52,6 +53,20 @@ def runtime_psnr(path: Path, benches: list[Any], threads: int) -> dict[str, floa
             vals.append(psnr_y(to_uint8(torch.from_numpy(sr)), hr, info.scale))
         out[b.name] = float(np.mean(vals))
     return out
+
+
+def int8_drops(fp32_model: Any, qmodel: Any, benches: list[Any], fp32: dict[str, float]
+               ) -> tuple[dict[str, float], dict[str, float]]:
+    """Fake-quant drops per set: against fp32 on the same (edge-padded) input, the int8 drop; and against fp32
+    on whole images, which adds what padding to the graph's size multiple costs fp32 itself."""
+    from edgesr.evaluate import evaluate
+
+    same, whole = {}, {}
+    for b in benches:
+        q = evaluate(qmodel, b, 4, progress=False).psnr_y
+        same[b.name] = evaluate(qmodel.same_input(fp32_model), b, 4, progress=False).psnr_y - q
+        whole[b.name] = fp32[b.name] - q
+    return same, whole
 
 
 def _sidecar_copy(src: Path, dst: Path, precision: str, note: str) -> None:
@@ -145,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                                   workdir=args.out / f"{name}_{target}_finalists") if target != "coreml" else None)
             if args.config is not None:
                 qmodel = ptq(model, target, [str(p) for p in calib], QuantConfig(**args.config))
-                drops = {b.name: fp32[b.name] - evaluate(qmodel, b, 4, progress=False).psnr_y for b in benches}
+                drops, whole = int8_drops(model, qmodel, benches, fp32)
                 row = {"model": name, "target": target, "chosen": "given config", "config": args.config,
-                       "drop_db": drops, "int8_mac_share": int8_mac_share(model, QuantConfig(**args.config),
+                       "drop_db": drops, "drop_vs_whole_db": whole, "int8_mac_share": int8_mac_share(model, QuantConfig(**args.config),
                                                                           target=target),
                        "fp32_psnr_y": fp32, "size": list(size)}
             else:
@@ -162,10 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                 for log in ("trials.jsonl", "result.json"):  # the trial cache is shared by targets of one scheme
                     src = args.out / f"{name}_{TABLE[target].int8_scheme}" / log
                     (args.out / f"{name}_{target}_{log}").write_text(src.read_text())
-                drops = {b.name: fp32[b.name] - evaluate(res.model, b, 4, progress=False).psnr_y for b in benches}
+                drops, whole = int8_drops(model, qmodel, benches, fp32)
                 row = {"model": name, "target": target, "chosen": res.chosen.name, "config": res.chosen.config,
                        "recipe": recipe_yaml(target, res), "validation_drop_db": res.chosen.drop_db,
                        "within_budget_on_validation": res.within_budget, "drop_db": drops,
+                       "drop_vs_whole_db": whole,
                        "int8_mac_share": res.chosen.int8_mac_share, "trials": len(res.trials),
                        "search_latency": res.chosen.latency, "notes": res.notes,
                        "search_seconds": round(search_s, 1), "fp32_psnr_y": fp32, "size": list(size)}
@@ -215,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "auto_int8.json").write_text(json.dumps({"host": host, "threads": args.threads, "budget": args.budget,
                                                          "rows": rows, "runtime_rows": runtime_rows}, indent=2))
     print(f"\n{host}; {args.threads} threads; budget {args.budget:g} dB on validation; latency: interleaved medians "
-          f"of {args.rounds}")
+          f"of {args.rounds}; drops vs fp32 on the same padded input (vs fp32 on whole images in brackets)")
     sets = [b.name for b in benches]
     print("| model | target | chosen | " + " | ".join(f"{s} drop" for s in sets)
           + " | int8 MACs | fp32 / int8 ms | speed-up |")
@@ -224,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         ms = f"{r['fp32_ms']:.0f} / {r['int8_ms']:.0f}" if r.get("int8_ms") else "converted, not run"
         up = f"{r['speedup']:.2f}x" if r.get("speedup") else "–"
         print(f"| {r['model']} | {r['target']} | {r['chosen']} | "
-              + " | ".join(f"{-r['drop_db'][s]:+.3f}" for s in sets)
+              + " | ".join(f"{-r['drop_db'][s]:+.3f} ({-r['drop_vs_whole_db'][s]:+.3f})" for s in sets)
               + f" | {r['int8_mac_share']:.0%} | {ms} | {up} |")
     print("\n| model | artifact (in its runtime) | " + " | ".join(f"{s} drop" for s in rt_names)
           + " | median ms | vs fp32 |")

@@ -42,16 +42,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = [evaluate(model, b, args.scale, tile=args.tile, overlap=args.overlap, device=args.device,
                         progress=not args.quiet) for b in benchmarks]
     weights = args.weights or "random init"
+    refs: list[float] = []
     if getattr(model, "quantized", False):  # say which numbers are int8: fp32 and int8 come from the same verb
         weights += f" [int8 fake-quant, {model.target} {model.mode}]"
+        from .quantize.checkpoint import fp32_of  # and its drop: fp32 on the input the int8 graph sees
+
+        fp32 = model.same_input(fp32_of(model)).to(args.device)
+        refs = [evaluate(fp32, b, args.scale, tile=args.tile, overlap=args.overlap, device=args.device,
+                         progress=not args.quiet).psnr_y for b in benchmarks]
     print(f"{describe(spec)}  weights: {weights}  (Y channel, border {args.scale}, "
           f"LR: {args.lr_convention} bicubic"
           + (f", tiles {args.tile}/{args.overlap}" if args.tile else "") + ")")
-    print(f"{'dataset':<20} {'PSNR-Y':>8} {'SSIM-Y':>8} {'images':>7} {'seconds':>8}")
-    for r in results:
-        print(f"{r.name:<20} {r.psnr_y:8.3f} {r.ssim_y:8.4f} {r.images:7d} {r.seconds:8.1f}")
+    extra = f" {'fp32 same input':>16} {'int8 drop':>9}" if refs else ""
+    print(f"{'dataset':<20} {'PSNR-Y':>8} {'SSIM-Y':>8} {'images':>7} {'seconds':>8}" + extra)
+    for i, r in enumerate(results):
+        more = f" {refs[i]:16.3f} {refs[i] - r.psnr_y:+9.3f}" if refs else ""
+        print(f"{r.name:<20} {r.psnr_y:8.3f} {r.ssim_y:8.4f} {r.images:7d} {r.seconds:8.1f}" + more)
+    if refs:
+        print("fp32 same input: the fp32 weights inside the int8 checkpoint, on images edge-padded as the int8 "
+              "graph pads them; int8 drop = that minus int8 (positive = worse)")
     if args.json:
-        write_json(args.json, {r.name: r.to_json() for r in results})
+        out = {r.name: r.to_json() for r in results}
+        for i, r in enumerate(results[:len(refs)]):
+            out[r.name].update(fp32_same_input_psnr_y=refs[i], drop_db=refs[i] - r.psnr_y)
+        write_json(args.json, out)
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -221,11 +223,21 @@ def test_quantize_cli_then_eval_with_one_command(image_dir, tmp_path, capsys):
                 str(image_dir), "--calib-size", "2", "--out", str(ckpt), "--quiet"]) == 0
     assert ckpt.is_file()
     assert cli(["eval", "--model", "scnet_t", "--scale", "2", "--weights", str(ckpt), "--data", str(image_dir),
-                "--quiet"]) == 0
+                "--quiet", "--json", str(tmp_path / "e.json")]) == 0
     out = capsys.readouterr().out
-    assert "[int8 fake-quant, executorch ptq]" in out
+    assert "[int8 fake-quant, executorch ptq]" in out and "fp32 same input" in out
     row = [line.split() for line in out.splitlines() if line.startswith(image_dir.name)]
     assert row and 0 < float(row[0][1]) < 100
+    psnr, ref, drop = float(row[0][1]), float(row[0][5]), float(row[0][6])
+    assert drop == pytest.approx(ref - psnr, abs=2e-3) and ref != psnr
+    saved = json.loads((tmp_path / "e.json").read_text())[image_dir.name]
+    fp32 = quantize_load(ckpt)
+    from edgesr.data.folders import open_benchmark
+    from edgesr.evaluate import evaluate
+    from edgesr.quantize import fp32_of
+    want = evaluate(fp32_of(fp32), open_benchmark(image_dir, 2), 2, progress=False).psnr_y  # aligned: = fp32
+    assert saved["fp32_same_input_psnr_y"] == pytest.approx(want)
+    assert saved["drop_db"] == pytest.approx(want - saved["psnr_y"])
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -500,3 +512,26 @@ def test_int8_checkpoint_of_a_deployed_model_reloads_through_save_quantized(tmp_
     x = torch.rand(1, 3, 12, 12)
     with torch.no_grad():
         assert torch.equal(again(x), q(x))
+
+
+def test_same_input_is_the_fp32_reference_of_the_int8_graph_on_unaligned_images():
+    """SAFMN NTIRE pools by 16 and normalises over the whole image: the int8 graph edge-pads an unaligned image
+    to 16, which changes fp32's output too. ``same_input(fp32_of(q))`` pays the same padding, so the
+    difference left against the int8 model is int8's."""
+    from edgesr.quantize import fp32_of
+
+    torch.manual_seed(0)
+    model = create("safmn_ntire", 4, dim=8, n_blocks=1).eval()
+    with torch.no_grad():  # the zoo-fresh GRN is an identity (gamma = beta = 0): give it a whole-image effect
+        model.norm.gamma.fill_(0.5)
+    q = ptq(model, "executorch", _calib(side=32), QuantConfig())
+    fp32 = fp32_of(q)
+    ref = q.same_input(fp32)
+    x = torch.rand(1, 3, 36, 44, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(fp32(x), model(x))                      # the recorded fp32 weights, exactly
+        xp = torch.nn.functional.pad(x, (0, 4, 0, 12), mode="replicate")
+        assert torch.equal(ref(x), model(xp)[..., :144, :176])       # padded as the int8 graph pads, cropped
+        aligned = torch.rand(1, 3, 32, 48)
+        assert torch.equal(ref(aligned), model(aligned))           # nothing to pad: fp32 itself
+        assert (ref(x) - model(x)).abs().max() > 1e-2               # padding alone moves fp32's output

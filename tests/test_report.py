@@ -84,6 +84,19 @@ def built(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------ rows
+def test_simulated_int8_drop_is_against_fp32_on_the_same_padded_input():
+    """A simulated int8 row that carries ``reference_psnr_y`` (fp32 on the images edge-padded as the int8 graph
+    pads them) measures its drop against it, not against fp32 on whole images; the report says which."""
+    rows = [normalize_row(_row("pytorch", "fp32", 32.17)),
+            normalize_row(_row("executorch", "int8", 32.10, "pytorch-simulated", reference_psnr_y=32.12)),
+            normalize_row(_row("tflite", "int8", 32.07, "pytorch-simulated"))]
+    add_drops(rows)
+    assert rows[1]["drop_db"] == pytest.approx(0.02) and rows[1]["drop_vs"] == "pytorch fp32 (same padded input)"
+    assert rows[1]["reference_psnr_y"] == pytest.approx(32.12)
+    assert rows[2]["drop_db"] == pytest.approx(0.10) and rows[2]["drop_vs"] == "pytorch fp32"
+    assert "reference_psnr_y" not in rows[2]
+
+
 def test_drops_compare_int8_with_the_same_runtime_and_simulated_with_pytorch():
     rows = [normalize_row(r) for r in synthetic_results()["rows"]]
     add_drops(rows)

@@ -6,6 +6,7 @@ q = ptq(model, "executorch", ["calib/"], QuantConfig(keep_float=["last"]))
 q = qat(model, "executorch", ["T91/"], QuantConfig(iterations=500))
 save_quantized(q, "safmn_x4_int8.pt")
 q = load("safmn_x4_int8.pt")               # the same fake-quant model
+ref = q.same_input(fp32_of(q))             # fp32 on the input the int8 graph sees: the drop's reference
 ```
 
 The target decides the quantizer (XNNPACK's, litert-torch's, Core ML's W8A8 scheme); capture, calibration,
@@ -18,6 +19,7 @@ from __future__ import annotations
 from ..lazy import lazy_package
 
 _LAZY = {
+    "fp32_of": "checkpoint",
     "is_quantized": "checkpoint",
     "load": "checkpoint",
     "load_model": "checkpoint",

@@ -81,6 +81,13 @@ def load(ckpt: dict[str, Any] | str | Path, spec: ModelSpec | None = None,
     return q
 
 
+def fp32_of(q: QuantizedSR) -> nn.Module:
+    """The fp32 network an int8 model was quantized from (its recorded structure and weights), in eval mode."""
+    model = _bare(q.spec.replace(weights=None))
+    load_state_dict_strict(unwrap(model)[0], q.fp32_state, f"{q.spec.label} x{q.spec.scale}", "int8 model")
+    return model.eval()
+
+
 def _bare(spec: ModelSpec) -> nn.Module:
     """The network of ``spec`` with its recorded structure and no weights (they are loaded after)."""
     from ..reparam import load as load_float
@@ -107,4 +114,4 @@ def is_quantized(model: Any) -> bool:
 
 load_quantized = load  # the name earlier releases used
 
-__all__ = ["save_quantized", "load", "load_model", "load_quantized", "is_quantized", "FORMAT"]
+__all__ = ["save_quantized", "load", "load_model", "load_quantized", "is_quantized", "fp32_of", "FORMAT"]

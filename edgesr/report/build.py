@@ -104,6 +104,8 @@ def normalize_row(row: ReportRow | dict[str, Any]) -> dict[str, Any]:
     out["command"] = str(r.get("command") or "")
     out["artifact"] = r.get("artifact")
     out["notes"] = [str(n) for n in r.get("notes") or []]
+    if _finite(r.get("reference_psnr_y")) is not None:
+        out["reference_psnr_y"] = float(r["reference_psnr_y"])
     out["drop_db"], out["drop_vs"] = None, None
     return out
 
@@ -112,7 +114,9 @@ def add_drops(rows: list[dict[str, Any]]) -> None:
     """``drop_db`` = PSNR-Y of the fp32 reference − this row's (positive: worse).
 
     The reference is the fp32 artifact of the same runtime for runtime-measured int8/fp16 rows (same windows,
-    so the drop is the precision alone), otherwise the PyTorch fp32 model on whole images.
+    so the drop is the precision alone); for a simulated int8 row, the PyTorch fp32 model on the input the int8
+    graph saw (``reference_psnr_y``: whole images edge-padded to the graph's size multiple); otherwise the
+    PyTorch fp32 model on whole images.
     """
     def find(r: dict[str, Any], target: str) -> dict[str, Any] | None:
         for c in rows:
@@ -130,6 +134,9 @@ def add_drops(rows: list[dict[str, Any]]) -> None:
         if ref is None:
             ref = find(r, "pytorch")
         if ref is None or ref is r:
+            continue
+        if r["measured_in"] == "pytorch-simulated" and r.get("reference_psnr_y") is not None:
+            r["drop_db"], r["drop_vs"] = r["reference_psnr_y"] - r["psnr_y"], f"{label(ref)} (same padded input)"
             continue
         r["drop_db"], r["drop_vs"] = ref["psnr_y"] - r["psnr_y"], label(ref)
 

@@ -34,6 +34,7 @@ class ReportRow:
     command: str = ""                            # what reproduces this number
     artifact: str | None = None
     notes: list[str] = field(default_factory=list)
+    reference_psnr_y: float | None = None        # simulated int8: fp32 on the input the int8 graph saw (padded)
 
     def __post_init__(self) -> None:
         if self.measured_in not in MEASURED_IN:

@@ -44,6 +44,7 @@ def collect(plan: Plan, done: dict[str, StageResult], command: str) -> dict[str,
                                       images=q["images"], psnr_y=q["psnr_y"], ssim_y=q["ssim_y"],
                                       latency_ms=data["latency_ms"],
                                       measured_in="pytorch-simulated" if sim else "runtime", command=data["command"],
+                                      reference_psnr_y=q.get("reference_psnr_y"),
                                       notes=["whole images; latency is PyTorch eager on one window"] if not sim else
                                       ["int8 simulated by fake-quant in PyTorch (whole images), not run in the "
                                        "runtime"]))

@@ -328,14 +328,21 @@ def check_pytorch(name: str, scale: int, weights: str, eval_folders: Sequence[Pa
 
     from ..evaluate import evaluate
     from ..export.runtimes import measure_latency
+    from ..quantize.checkpoint import fp32_of
+    from ..quantize.graph import QuantizedSR
     if threads:
         torch.set_num_threads(threads)
     model = _load(name, scale, weights)
     benches = open_eval(eval_folders, scale)
     quality = {}
+    reference = None
+    if isinstance(model, QuantizedSR):  # the drop's reference: fp32 on the input the int8 graph sees
+        reference = model.same_input(fp32_of(model))
     for b in benches:
         r = evaluate(model, b, scale, progress=progress)
         quality[b.name] = {"psnr_y": r.psnr_y, "ssim_y": r.ssim_y, "images": r.images, "per_image": r.per_image}
+        if reference is not None:
+            quality[b.name]["reference_psnr_y"] = evaluate(reference, b, scale, progress=progress).psnr_y
 
     @torch.no_grad()
     def run(x: np.ndarray) -> np.ndarray:
