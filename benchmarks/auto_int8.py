@@ -2,9 +2,9 @@
 
 Per model (zoo weights, x4) and target: the chosen configuration (finalists timed in the runtime inside the
 search), its drop on the evaluation sets (fake-quant, whole images, against fp32 on the same input: images
-edge-padded to the int8 graph's size multiple; ``drop_vs_whole_db`` adds what that padding costs fp32; never seen
-by the search), the int8 share of MACs; then, in the runtimes themselves, on the evaluation sets named by ``--runtime-eval`` (tiled at the
-artifact's size): fp32, edgesr int8, LiteRT int16x8 (ai-edge-quantizer, edgesr's export), and the two baselines a
+edge-padded to the int8 graph's size multiple; ``drop_vs_whole_db`` adds what that padding costs fp32; never
+seen by the search), the int8 share of MACs; then, in the runtimes themselves, on the evaluation sets named by
+``--runtime-eval`` (tiled at the artifact's size): fp32, edgesr int8, LiteRT int16x8 (ai-edge-quantizer, edgesr's export), and the two baselines a
 user would reach for — onnxruntime ``quantize_static`` (QDQ, per-channel, on edgesr's fp32 ONNX) and
 ai-edge-quantizer's default static int8 recipe on edgesr's fp32 ``.tflite`` — all calibrated on the same training
 images. Latency: every artifact of the model interleaved in one run. Calibration and validation images come from
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 qmodel = ptq(model, target, [str(p) for p in calib], QuantConfig(**args.config))
                 drops, whole = int8_drops(model, qmodel, benches, fp32)
                 row = {"model": name, "target": target, "chosen": "given config", "config": args.config,
-                       "drop_db": drops, "drop_vs_whole_db": whole, "int8_mac_share": int8_mac_share(model, QuantConfig(**args.config),
-                                                                          target=target),
+                       "drop_db": drops, "drop_vs_whole_db": whole,
+                       "int8_mac_share": int8_mac_share(model, QuantConfig(**args.config), target=target),
                        "fp32_psnr_y": fp32, "size": list(size)}
             else:
                 res = auto_quantize(model, target, [str(p) for p in calib], [str(p) for p in val], args.budget,

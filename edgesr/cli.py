@@ -63,8 +63,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
               "graph pads them; int8 drop = that minus int8 (positive = worse)")
     if args.json:
         out = {r.name: r.to_json() for r in results}
-        for i, r in enumerate(results[:len(refs)]):
-            out[r.name].update(fp32_same_input_psnr_y=refs[i], drop_db=refs[i] - r.psnr_y)
+        for r, ref in zip(results, refs):
+            out[r.name].update(fp32_same_input_psnr_y=ref, drop_db=ref - r.psnr_y)
         write_json(args.json, out)
     return 0
 

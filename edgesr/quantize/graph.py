@@ -11,7 +11,7 @@ import contextlib
 import copy
 import hashlib
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -141,16 +141,18 @@ def pad_to_multiple(x: torch.Tensor, mult: int, min_side: int) -> tuple[torch.Te
     return F.pad(x, (0, tw - w, 0, th - h), mode="replicate"), h, w
 
 
-def run_padded(graph: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``graph(x)`` for inputs below the capture's minimum side (edge-padded, output cropped back)."""
-    least = int(getattr(graph, "capture_min_size", 1))
-    h, w = x.shape[-2:]
-    if h >= least and w >= least:
-        return graph(x)
-    xp, _, _ = pad_to_multiple(x, 1, least)
-    y = graph(xp)
+def call_padded(fn: Any, x: torch.Tensor, mult: int, min_side: int) -> torch.Tensor:
+    """``fn`` on ``x`` edge-padded to sides that are multiples of ``mult`` and at least ``min_side``, its output
+    cropped back to the input's extent (times the scale)."""
+    xp, h, w = pad_to_multiple(x, mult, min_side)
+    y = fn(xp)
     s = y.shape[-1] // xp.shape[-1]
     return y[..., : h * s, : w * s]
+
+
+def run_padded(graph: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``graph(x)`` for inputs below the capture's minimum side (edge-padded, output cropped back)."""
+    return call_padded(graph, x, 1, int(getattr(graph, "capture_min_size", 1)))
 
 
 class SameInput(nn.Module):
@@ -163,10 +165,7 @@ class SameInput(nn.Module):
         self.scale = int(getattr(model, "scale", 1) or 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xp, h, w = pad_to_multiple(x, self.mult, self.min_size)
-        y = self.model(xp)
-        s = y.shape[-1] // xp.shape[-1]
-        return y[..., : h * s, : w * s]
+        return call_padded(self.model, x, self.mult, self.min_size)
 
 
 class QuantizedSR(nn.Module):
@@ -188,9 +187,7 @@ class QuantizedSR(nn.Module):
         self.quantized = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xp, h, w = pad_to_multiple(x, self.mult, self.min_size)
-        y = self.graph(xp)
-        return y[..., : h * self.scale, : w * self.scale]
+        return call_padded(self.graph, x, self.mult, self.min_size)
 
     def same_input(self, fp32: nn.Module) -> "SameInput":
         """``fp32`` run on the input this int8 graph sees (edge-padded to its size multiple, cropped back).
