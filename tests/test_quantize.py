@@ -535,3 +535,31 @@ def test_same_input_is_the_fp32_reference_of_the_int8_graph_on_unaligned_images(
         aligned = torch.rand(1, 3, 32, 48)
         assert torch.equal(ref(aligned), model(aligned))           # nothing to pad: fp32 itself
         assert (ref(x) - model(x)).abs().max() > 1e-2               # padding alone moves fp32's output
+
+
+def test_tflite_exit_that_float_readers_share_is_never_clipped():
+    """An exit quantizer on a value float ops also read rounds the float path too: it takes the value's full
+    min/max range, while exits only int8 ops read keep the configured (clipping) observer. A histogram range
+    on SAFMN NTIRE's shared exits cut the saturated colours of Set5's butterfly (0.121 dB) and Set14's ppt3."""
+    from torchao.quantization import pt2e as obs
+
+    from edgesr.quantize.graph import capture
+    from edgesr.quantize.quantizers import _feeds_quantized_input, float_island, make_quantizer
+
+    torch.manual_seed(0)
+    model = create("safmn", 2, dim=8, n_blocks=1).eval()
+    probe = make_quantizer("tflite", QuantConfig(float_muls=True, island_exits=False))
+    island = {n.name for n in float_island(probe.annotate(capture(model)))}
+    gm = make_quantizer("tflite", QuantConfig(float_muls=True)).annotate(capture(model))  # histogram by default
+    exits = [n for n in gm.graph.nodes if n.meta.get("quantization_annotation") is not None
+             and (n.name in island or n.target is torch.ops.aten.clone.default)]  # the island's exit quantizers
+    shared = [e for e in exits if not all(_feeds_quantized_input(u, e) for u in e.users)]
+    own = [e for e in exits if e not in shared]
+    assert shared and own
+
+    def observer(n: torch.fx.Node) -> type:
+        ctr = n.meta["quantization_annotation"].output_qspec.observer_or_fake_quant_ctr
+        return ctr.p.func if hasattr(ctr, "p") else ctr
+
+    assert all(observer(e) is obs.MinMaxObserver for e in shared)
+    assert all(observer(e) is obs.HistogramObserver for e in own)

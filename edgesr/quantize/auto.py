@@ -224,8 +224,10 @@ def _fingerprint(model: nn.Module, calib: Sequence[Any], pairs: Sequence[tuple[t
     the same graph alike (ExecuTorch and Core ML: XNNPACK's annotation) share their trials."""
     from ..targets import TABLE
     from .graph import capture
+    from .quantizers import ANNOTATION_VERSION
 
     h = hashlib.sha256(TABLE[target].int8_scheme.encode() or target.encode())
+    h.update(str(ANNOTATION_VERSION).encode())
     h.update(capture(model, target=target).code.encode())
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
