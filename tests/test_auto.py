@@ -67,6 +67,18 @@ def test_core_ml_reuses_the_executorch_trials_and_litert_does_not(tmp_path):
     assert not any(t.cached for t in auto_quantize(_tiny(), "tflite", PHOTOS[:4], PHOTOS[4:], 0.5, **kw).trials)
 
 
+def test_a_new_annotation_rule_for_a_target_measures_its_trials_again(tmp_path, monkeypatch):
+    """Cached trials of an older LiteRT annotation rule would report drops the current rule does not give."""
+    from edgesr.quantize import quantizers
+
+    kw = dict(cache_dir=tmp_path, max_trials=2, val_count=1, val_side=32)
+    for target in ("executorch", "tflite"):
+        auto_quantize(_tiny(), target, PHOTOS[:4], PHOTOS[4:], 0.5, **kw)
+    monkeypatch.setitem(quantizers.ANNOTATION_REVISIONS, "tflite", quantizers.ANNOTATION_REVISIONS["tflite"] + 1)
+    assert not any(t.cached for t in auto_quantize(_tiny(), "tflite", PHOTOS[:4], PHOTOS[4:], 0.5, **kw).trials)
+    assert all(t.cached for t in auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 0.5, **kw).trials)
+
+
 def test_the_fastest_finalist_within_the_budget_wins(tmp_path):
     """Finalists are timed by the caller's stopwatch; the fastest wins even where the MAC proxy ties."""
     timed = []

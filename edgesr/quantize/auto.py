@@ -224,10 +224,11 @@ def _fingerprint(model: nn.Module, calib: Sequence[Any], pairs: Sequence[tuple[t
     the same graph alike (ExecuTorch and Core ML: XNNPACK's annotation) share their trials."""
     from ..targets import TABLE
     from .graph import capture
-    from .quantizers import ANNOTATION_VERSION
+    from .quantizers import ANNOTATION_REVISIONS
 
     h = hashlib.sha256(TABLE[target].int8_scheme.encode() or target.encode())
-    h.update(str(ANNOTATION_VERSION).encode())
+    if target in ANNOTATION_REVISIONS:
+        h.update(f"revision {ANNOTATION_REVISIONS[target]}".encode())
     h.update(capture(model, target=target).code.encode())
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
