@@ -106,6 +106,27 @@ def test_the_fastest_finalist_within_the_budget_wins(tmp_path):
     assert any("artifact is 20.0 dB from fp32" in n and "not chosen" in n for n in res.notes)
 
 
+def test_an_artifact_a_little_off_its_model_is_kept_when_its_extra_error_fits_the_budget(tmp_path):
+    """1.6 dB further from fp32 than the fake-quant model (EIMN-A's LiteRT case) is 1.45x its int8 error: kept
+    where 1.45x the measured drop fits the budget, over budget where it does not."""
+    from edgesr.quantize.auto import artifact_drop_db
+
+    assert artifact_drop_db(0.019, 52.7, 54.3) == pytest.approx(0.019 * 10 ** 0.16)
+    assert artifact_drop_db(0.019, 56.0, 54.3) == 0.019  # closer to fp32 than the model: the measured drop
+
+    def a_little_off(q):
+        return {"fp32_ms": 2.0, "int8_ms": 1.0, "faithful": False, "artifact_psnr_db": 52.7,
+                "fake_quant_psnr_db": 54.3}
+
+    kw = dict(max_trials=2, val_count=1, val_side=32, latency=a_little_off, finalists=1, cache_dir=tmp_path)
+    d = min(t.drop_db for t in auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 50.0, **kw).trials)
+    assert d > 0
+    kept = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], d * 1.5, **kw)
+    assert kept.within_budget and any("with the artifact's own error" in n for n in kept.notes)
+    tight = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], d * 1.2, **kw)
+    assert not tight.within_budget and any("follows its fake-quant model" in n for n in tight.notes)
+
+
 def test_an_impossible_budget_is_reported_over_budget(tmp_path):
     def unfaithful(q):
         return {"fp32_ms": 2.0, "int8_ms": 1.0, "faithful": False, "artifact_psnr_db": 30.0, "fake_quant_psnr_db": 40.0}
