@@ -230,7 +230,8 @@ def recipe_yaml(target: str, result: AutoResult) -> str:
 def _fingerprint(model: nn.Module, calib: Sequence[Any], pairs: Sequence[tuple[torch.Tensor, np.ndarray]],
                  target: str) -> str:
     """The trials' cache key: weights, data, and the target's int8 scheme on its graph; targets that quantize
-    the same graph alike (ExecuTorch and Core ML: XNNPACK's annotation) share their trials."""
+    the same graph alike (ExecuTorch and Core ML: XNNPACK's annotation) share their trials; a target's annotation
+    revision (``quantizers.ANNOTATION_REVISIONS``) retires its trials cached under an older rule."""
     from ..targets import TABLE
     from .graph import capture
     from .quantizers import ANNOTATION_REVISIONS

@@ -81,7 +81,7 @@ def unclipped_qspec(qspec: Any, qat: bool) -> Any:
     """``qspec`` observed by its min/max (PTQ): for values whose rounding float ops read as well."""
     if qat or qspec is None:
         return qspec
-    return dataclasses.replace(qspec, observer_or_fake_quant_ctr=_activation_ctr(QuantConfig(observer="minmax"), qat))
+    return dataclasses.replace(qspec, observer_or_fake_quant_ctr=_activation_ctr(QuantConfig(observer="minmax"), False))
 
 
 def _with_activation_observer(qconfig: Any, cfg: QuantConfig, qat: bool) -> Any:
