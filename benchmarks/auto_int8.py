@@ -30,8 +30,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 
-def runtime_psnr(path: Path, benches: list[Any], threads: int) -> dict[str, float]:
-    """Mean PSNR-Y of an artifact run in its runtime over whole images (tiled at its input size)."""
+def runtime_psnr(path: Path, benches: list[Any], threads: int) -> dict[str, list[float]]:
+    """Per-image PSNR-Y of an artifact run in its runtime over whole images (tiled at its input size)."""
     import numpy as np
     import torch
 
@@ -51,22 +51,27 @@ def runtime_psnr(path: Path, benches: list[Any], threads: int) -> dict[str, floa
             sr, _, _ = run_tiled(run, to_tensor(lr).numpy(), info.scale, tuple(info.input_size),
                                  default_overlap(min(info.input_size)))
             vals.append(psnr_y(to_uint8(torch.from_numpy(sr)), hr, info.scale))
-        out[b.name] = float(np.mean(vals))
+        out[b.name] = vals
     return out
 
 
 def int8_drops(fp32_model: Any, qmodel: Any, benches: list[Any], fp32: dict[str, float]
-               ) -> tuple[dict[str, float], dict[str, float]]:
-    """Fake-quant drops per set: against fp32 on the same (edge-padded) input, the int8 drop; and against fp32
-    on whole images, which adds what padding to the graph's size multiple costs fp32 itself."""
+               ) -> tuple[dict[str, float], dict[str, float], dict[str, float | None]]:
+    """Fake-quant drops per set: against fp32 on the same (edge-padded) input, the int8 drop; against fp32 on
+    whole images, which adds what padding to the graph's size multiple costs fp32 itself; and the first one's
+    standard error over the set's images."""
     from edgesr.evaluate import evaluate
+    from edgesr.metrics import paired_drop_se
 
-    same, whole = {}, {}
+    same, whole, se = {}, {}, {}
     for b in benches:
-        q = evaluate(qmodel, b, 4, progress=False).psnr_y
-        same[b.name] = evaluate(qmodel.same_input(fp32_model), b, 4, progress=False).psnr_y - q
-        whole[b.name] = fp32[b.name] - q
-    return same, whole
+        q = evaluate(qmodel, b, 4, progress=False)
+        ref = evaluate(qmodel.same_input(fp32_model), b, 4, progress=False)
+        same[b.name], whole[b.name] = ref.psnr_y - q.psnr_y, fp32[b.name] - q.psnr_y
+        names = list(q.per_image)
+        se[b.name] = paired_drop_se([ref.per_image[k]["psnr_y"] for k in names],
+                                    [q.per_image[k]["psnr_y"] for k in names])
+    return same, whole, se
 
 
 def _sidecar_copy(src: Path, dst: Path, precision: str, note: str) -> None:
@@ -121,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "out" / "auto_int8")
     args = p.parse_args(argv)
 
+    import numpy as np
     import torch
 
     from edgesr.data.folders import open_benchmark
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgesr.export.latency import LatencyProbe
     from edgesr.export.runtimes import interleaved_latency
     from edgesr.host import machine
+    from edgesr.metrics import paired_drop_se
     from edgesr.models import create, size_multiple
     from edgesr.quantize import QuantConfig, ptq
     from edgesr.quantize.auto import auto_quantize, int8_mac_share, recipe_yaml, split_images
@@ -160,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                                   workdir=args.out / f"{name}_{target}_finalists") if target != "coreml" else None)
             if args.config is not None:
                 qmodel = ptq(model, target, [str(p) for p in calib], QuantConfig(**args.config))
-                drops, whole = int8_drops(model, qmodel, benches, fp32)
+                drops, whole, se = int8_drops(model, qmodel, benches, fp32)
                 row = {"model": name, "target": target, "chosen": "given config", "config": args.config,
-                       "drop_db": drops, "drop_vs_whole_db": whole,
+                       "drop_db": drops, "drop_se_db": se, "drop_vs_whole_db": whole,
                        "int8_mac_share": int8_mac_share(model, QuantConfig(**args.config), target=target),
                        "fp32_psnr_y": fp32, "size": list(size)}
             else:
@@ -177,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                 for log in ("trials.jsonl", "result.json"):  # the trial cache is shared by targets of one scheme
                     src = args.out / f"{name}_{TABLE[target].int8_scheme}" / log
                     (args.out / f"{name}_{target}_{log}").write_text(src.read_text())
-                drops, whole = int8_drops(model, qmodel, benches, fp32)
+                drops, whole, se = int8_drops(model, qmodel, benches, fp32)
                 row = {"model": name, "target": target, "chosen": res.chosen.name, "config": res.chosen.config,
                        "recipe": recipe_yaml(target, res), "validation_drop_db": res.chosen.drop_db,
-                       "within_budget_on_validation": res.within_budget, "drop_db": drops,
+                       "validation_drop_se_db": res.chosen.drop_se_db,
+                       "within_budget_on_validation": res.within_budget, "drop_db": drops, "drop_se_db": se,
                        "drop_vs_whole_db": whole,
                        "int8_mac_share": res.chosen.int8_mac_share, "trials": len(res.trials),
                        "search_latency": res.chosen.latency, "notes": res.notes,
@@ -216,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                          args.rounds, progress=True)}
         scored = {label: runtime_psnr(path, rt_benches, args.threads) for label, path in artifacts.items()}
         for label, path in artifacts.items():
-            psnr, ref = scored[label], scored[f"{label.split()[0]} fp32"]
+            per, ref = scored[label], scored[f"{label.split()[0]} fp32"]
+            psnr = {k: float(np.mean(v)) for k, v in per.items()}
             rr = {"model": name, "artifact": label, "file": path.name, "median_ms": lat[path.name]["median_ms"],
                   "speedup_vs_fp32": lat[path.name]["speedup_vs_fp32"], "runtime_psnr_y": psnr,
-                  "runtime_drop_db": {k: ref[k] - psnr[k] for k in psnr}}
+                  "runtime_drop_db": {k: float(np.mean(ref[k]) - psnr[k]) for k in psnr},
+                  "runtime_drop_se_db": {k: paired_drop_se(ref[k], per[k]) for k in per}}
             runtime_rows.append(rr)
             print(json.dumps(rr), flush=True)
         for row in rows:
@@ -231,8 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "auto_int8.json").write_text(json.dumps({"host": host, "threads": args.threads, "budget": args.budget,
                                                          "rows": rows, "runtime_rows": runtime_rows}, indent=2))
     print(f"\n{host}; {args.threads} threads; budget {args.budget:g} dB on validation; latency: interleaved medians "
-          f"of {args.rounds}; drops vs fp32 on the same padded input (vs fp32 on whole images in brackets)")
+          f"of {args.rounds}; drops vs fp32 on the same padded input ± their standard error over the set's "
+          "images (vs fp32 on whole images in brackets)")
     sets = [b.name for b in benches]
+
+    def pm(se: float | None) -> str:
+        return f" ± {se:.3f}" if se else ""
+
     print("| model | target | chosen | " + " | ".join(f"{s} drop" for s in sets)
           + " | int8 MACs | fp32 / int8 ms | speed-up |")
     print("|---|---|---|" + "---|" * len(sets) + "---|---|---|")
@@ -240,14 +255,16 @@ def main(argv: list[str] | None = None) -> int:
         ms = f"{r['fp32_ms']:.0f} / {r['int8_ms']:.0f}" if r.get("int8_ms") else "converted, not run"
         up = f"{r['speedup']:.2f}x" if r.get("speedup") else "–"
         print(f"| {r['model']} | {r['target']} | {r['chosen']} | "
-              + " | ".join(f"{-r['drop_db'][s]:+.3f} ({-r['drop_vs_whole_db'][s]:+.3f})" for s in sets)
+              + " | ".join(f"{-r['drop_db'][s]:+.3f}{pm(r['drop_se_db'][s])} ({-r['drop_vs_whole_db'][s]:+.3f})"
+                           for s in sets)
               + f" | {r['int8_mac_share']:.0%} | {ms} | {up} |")
     print("\n| model | artifact (in its runtime) | " + " | ".join(f"{s} drop" for s in rt_names)
           + " | median ms | vs fp32 |")
     print("|---|---|" + "---|" * len(rt_names) + "---|---|")
     for r in runtime_rows:
         up = f"{r['speedup_vs_fp32']:.2f}x" if r["speedup_vs_fp32"] else "–"
-        print(f"| {r['model']} | {r['artifact']} | " + " | ".join(f"{-r['runtime_drop_db'][s]:+.3f}" for s in rt_names)
+        print(f"| {r['model']} | {r['artifact']} | "
+              + " | ".join(f"{-r['runtime_drop_db'][s]:+.3f}{pm(r['runtime_drop_se_db'][s])}" for s in rt_names)
               + f" | {r['median_ms']:.0f} | {up} |")
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .cliargs import add_model_args, check_output_path, model_spec, nonneg_int, positive_int, usage_error, write_json
 from .errors import one_line
@@ -25,6 +25,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data.folders import open_benchmark
     from .data.samples import sample_benchmark
     from .evaluate import evaluate
+    from .metrics import paired_drop_se
     from .models import describe
     from .quantize.checkpoint import load_model
 
@@ -42,29 +43,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = [evaluate(model, b, args.scale, tile=args.tile, overlap=args.overlap, device=args.device,
                         progress=not args.quiet) for b in benchmarks]
     weights = args.weights or "random init"
-    refs: list[float] = []
+    refs: list[Any] = []
     if getattr(model, "quantized", False):  # say which numbers are int8: fp32 and int8 come from the same verb
         weights += f" [int8 fake-quant, {model.target} {model.mode}]"
         from .quantize.checkpoint import fp32_of  # and its drop: fp32 on the input the int8 graph sees
 
         fp32 = model.same_input(fp32_of(model)).to(args.device)
         refs = [evaluate(fp32, b, args.scale, tile=args.tile, overlap=args.overlap, device=args.device,
-                         progress=not args.quiet).psnr_y for b in benchmarks]
+                         progress=not args.quiet) for b in benchmarks]
+    ses = [paired_drop_se([f.per_image[n]["psnr_y"] for n in r.per_image],
+                          [v["psnr_y"] for v in r.per_image.values()]) for f, r in zip(refs, results)]
     print(f"{describe(spec)}  weights: {weights}  (Y channel, border {args.scale}, "
           f"LR: {args.lr_convention} bicubic"
           + (f", tiles {args.tile}/{args.overlap}" if args.tile else "") + ")")
-    extra = f" {'fp32 same input':>16} {'int8 drop':>9}" if refs else ""
+    extra = f" {'fp32 same input':>16} {'int8 drop':>9} {'± se':>7}" if refs else ""
     print(f"{'dataset':<20} {'PSNR-Y':>8} {'SSIM-Y':>8} {'images':>7} {'seconds':>8}" + extra)
     for i, r in enumerate(results):
-        more = f" {refs[i]:16.3f} {refs[i] - r.psnr_y:+9.3f}" if refs else ""
+        se = "" if not refs or ses[i] is None else f" {ses[i]:7.3f}"
+        more = f" {refs[i].psnr_y:16.3f} {refs[i].psnr_y - r.psnr_y:+9.3f}{se}" if refs else ""
         print(f"{r.name:<20} {r.psnr_y:8.3f} {r.ssim_y:8.4f} {r.images:7d} {r.seconds:8.1f}" + more)
     if refs:
         print("fp32 same input: the fp32 weights inside the int8 checkpoint, on images edge-padded as the int8 "
-              "graph pads them; int8 drop = that minus int8 (positive = worse)")
+              "graph pads them; int8 drop = that minus int8 (positive = worse), ± its standard error over the "
+              "images")
     if args.json:
         out = {r.name: r.to_json() for r in results}
-        for r, ref in zip(results, refs):
-            out[r.name].update(fp32_same_input_psnr_y=ref, drop_db=ref - r.psnr_y)
+        for r, ref, se in zip(results, refs, ses):
+            out[r.name].update(fp32_same_input_psnr_y=ref.psnr_y, drop_db=ref.psnr_y - r.psnr_y, drop_se_db=se)
         write_json(args.json, out)
     return 0
 

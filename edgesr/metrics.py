@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -122,3 +123,13 @@ def ssim_rgb(sr: np.ndarray, hr: np.ndarray, crop: int) -> float:
     if sr.ndim == 2:
         return _ssim_plane(sr, hr)
     return float(np.mean([_ssim_plane(sr[:, :, c], hr[:, :, c]) for c in range(sr.shape[2])]))
+
+
+def paired_drop_se(ref: Sequence[float], row: Sequence[float]) -> float | None:
+    """Standard error of the mean of ``ref[i] - row[i]`` (None below 2 pairs).
+
+    A dataset's mean drop moves with which images it holds: single images move by several hundredths of a dB
+    either way (EIMN-A x4 int8: SD 0.024 dB over 32 validation images, 0.04 on Set14), so a drop closer to a
+    budget than about two standard errors is not resolved by those images."""
+    d = np.asarray(ref, dtype=np.float64) - np.asarray(row, dtype=np.float64)
+    return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) >= 2 else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -34,6 +35,14 @@ def test_the_budget_measure_holds_on_the_best_reconstructed_half_too():
     assert drop_db([20.0, 20.0, 40.0, 40.0], [19.8, 19.8, 40.0, 40.0]) == pytest.approx(0.1)  # the mean, larger
 
 
+def test_the_drop_carries_its_standard_error_over_the_validation_images():
+    from edgesr.quantize.auto import drop_se_db
+
+    fp32, q = [30.0, 31.0, 32.0, 33.0], [29.98, 30.94, 31.99, 32.97]
+    assert drop_se_db(fp32, q) == pytest.approx(np.std([0.02, 0.06, 0.01, 0.03], ddof=1) / 2)
+    assert drop_se_db([30.0], [29.9]) is None and drop_se_db(fp32, fp32) == 0.0
+
+
 def test_int8_mac_share_counts_the_float_convolutions():
     """A 3-conv plain network: keeping the first and last conv float leaves the middle conv's MACs."""
     model = build(ModelSpec("tests/nets/plain_net.py:make_plain_sr", 2, kwargs={"channels": 4, "depth": 2}))
@@ -50,7 +59,7 @@ def test_search_meets_a_loose_budget_and_resumes_from_its_cache(tmp_path):
     first = auto_quantize(model, "executorch", PHOTOS[:4], PHOTOS[4:], 0.5, **kw)
     assert first.within_budget and first.chosen.drop_db <= 0.5 and not any(t.cached for t in first.trials)
     log = [json.loads(x) for x in (tmp_path / "cache" / "trials.jsonl").read_text().splitlines()]
-    assert len(log) == len(first.trials)
+    assert len(log) == len(first.trials) and all(r["drop_se_db"] is not None for r in log)  # 2 validation images
     again = auto_quantize(model, "executorch", PHOTOS[:4], PHOTOS[4:], 0.5, **kw)
     assert all(t.cached for t in again.trials) and again.chosen.name == first.chosen.name
     assert "method: ptq" in recipe_yaml("executorch", again)

@@ -101,3 +101,11 @@ def test_set5_bicubic_matches_the_literature():
         ssim = float(np.mean([ssim_y(sr, hr, scale) for sr, hr in pairs]))
         assert abs(psnr - published[0]) < 0.02 and abs(ssim - published[1]) < 0.001, (scale, psnr, ssim)
         assert psnr == pytest.approx(ours[0], abs=1e-5) and ssim == pytest.approx(ours[1], abs=1e-6)
+
+
+def test_paired_drop_se_is_the_standard_error_of_the_mean_paired_difference():
+    from edgesr.metrics import paired_drop_se
+
+    ref, row = [30.0, 31.0, 32.0], [29.9, 31.0, 31.8]
+    assert paired_drop_se(ref, row) == pytest.approx(np.std([0.1, 0.0, 0.2], ddof=1) / np.sqrt(3))
+    assert paired_drop_se([30.0], [29.0]) is None and paired_drop_se([1.0, 2.0], [0.5, 1.5]) == 0.0

@@ -238,6 +238,7 @@ def test_quantize_cli_then_eval_with_one_command(image_dir, tmp_path, capsys):
     want = evaluate(fp32_of(fp32), open_benchmark(image_dir, 2), 2, progress=False).psnr_y  # aligned: = fp32
     assert saved["fp32_same_input_psnr_y"] == pytest.approx(want)
     assert saved["drop_db"] == pytest.approx(want - saved["psnr_y"])
+    assert len(saved["per_image"]) >= 2 and saved["drop_se_db"] > 0  # its standard error over the images
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -45,10 +45,11 @@ def synthetic_results() -> dict:
     rows = [
         _row("pytorch", "fp32", 32.00),
         _row("executorch", "int8", 31.85, "pytorch-simulated", runtime="PyTorch fake-quant"),
-        _row("executorch", "fp32", 31.98, size_bytes=1_000_000,
+        _row("executorch", "fp32", 31.98, size_bytes=1_000_000, per_image_psnr_y={"baby": 33.0, "bird": 30.96},
              parity={"max_abs": 2e-6, "psnr": math.inf}, delegation={"percent": 100.0, "backend": "XnnpackBackend",
                                                                    "not_delegated": {}}),
         _row("executorch", "int8", 31.70, size_bytes=300_000, parity={"max_abs": 0.004, "psnr": 52.1},
+             per_image_psnr_y={"baby": 32.80, "bird": 30.60},
              delegation={"percent": 97.5, "not_delegated": {"aten.clamp.default": 1}}),
         _row("tflite", "fp32", 31.99, size_bytes=1_100_000, parity={"max_abs": 1e-6, "psnr": 90.0}),
         _row("tflite", "int8", 31.60, size_bytes=320_000, parity={"max_abs": 0.01, "psnr": 48.0}),
@@ -112,6 +113,30 @@ def test_drops_compare_int8_with_the_same_runtime_and_simulated_with_pytorch():
     assert by[("tflite", "int8", "runtime", "Set14")]["drop_vs"] == "pytorch fp32"
     core = by[("coreml", "fp32", "converted, not run", "Set5")]
     assert core["psnr_y"] is None and core["latency_ms"] is None and core["drop_db"] is None
+
+
+def test_drop_carries_its_standard_error_over_the_images_both_rows_measured():
+    """Per-image PSNRs give the drop's standard error (paired over the images both rows have); it reaches the
+    table and the verdict, and a row with one image, or none listed, has none."""
+    fp = {"a": 32.0, "b": 30.0, "c": 34.0, "d": 31.0}
+    i8 = {"a": 31.98, "b": 29.94, "c": 33.99, "d": 30.97, "extra": 20.0}
+    rows = [normalize_row(_row("executorch", "fp32", 31.75, per_image_psnr_y=fp)),
+            normalize_row(_row("executorch", "int8", 31.72, per_image_psnr_y=i8)),
+            normalize_row(_row("tflite", "fp32", 31.75, per_image_psnr_y={"a": 32.0})),
+            normalize_row(_row("tflite", "int8", 31.7, per_image_psnr_y={"a": 31.9})),
+            normalize_row(_row("pytorch", "fp32", 31.75, per_image_psnr_y=fp)),
+            normalize_row(_row("coreml", "int8", 31.72, "pytorch-simulated", reference_psnr_y=31.75,
+                               reference_per_image_psnr_y=fp, per_image_psnr_y=i8))]
+    add_drops(rows)
+    d = np.array([0.02, 0.06, 0.01, 0.03])
+    assert rows[1]["drop_se_db"] == pytest.approx(d.std(ddof=1) / 2)
+    assert rows[5]["drop_se_db"] == pytest.approx(d.std(ddof=1) / 2)  # simulated: against the padded fp32
+    assert rows[3]["drop_se_db"] is None and rows[4]["drop_se_db"] is None  # one image; no drop
+    from edgesr.report.build import cells, verdicts
+    assert cells(rows[1])["drop"] == f"+0.030 ± {d.std(ddof=1) / 2:.3f} vs executorch fp32"
+    assert cells(rows[3])["drop"] == "+0.050 vs tflite fp32"
+    text = next(v["text"] for v in verdicts(rows, {}) if v["target"] == "executorch")
+    assert f"Set5 +0.030 ± {d.std(ddof=1) / 2:.3f} dB" in text
 
 
 def test_identical_parity_is_null_with_a_flag_and_not_run_rows_never_carry_numbers():

@@ -375,6 +375,9 @@ def test_run_killed_mid_stage_resumes_from_cache(tmp_path, tiny_data):
     et32, et8 = rows[("executorch", "fp32", "runtime")], rows[("executorch", "int8", "runtime")]
     assert et32["parity"]["max_abs"] < 1e-4 and et32["delegation"]["percent"] > 50
     assert et8["drop_vs"] == "executorch fp32" and abs(et8["drop_db"]) < 3
+    for r in (et8, rows[("executorch", "int8", "pytorch-simulated")]):  # per image: the drop's standard error
+        assert set(r["per_image_psnr_y"]) == set(et32["per_image_psnr_y"]) and len(r["per_image_psnr_y"]) == r["images"]
+        assert (r["drop_se_db"] is not None) == (r["images"] >= 2)
     assert rows[("coreml", "fp32", "converted, not run")]["psnr_y"] is None
     assert rows[("executorch", "int8", "pytorch-simulated")]["command"].startswith("edgesr eval --model scnet_t")
     assert et8["command"].startswith("edgesr check ") and "--data" in et8["command"]

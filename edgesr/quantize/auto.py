@@ -44,7 +44,7 @@ from ..models import scale_of, size_multiple
 from .config import OBSERVERS, QuantConfig, check_target
 
 __all__ = ["AutoResult", "Trial", "auto_quantize", "validation_pairs", "split_images", "int8_mac_share",
-           "drop_db", "mean_drop_db", "artifact_drop_db", "recipe_yaml", "layer_drops"]
+           "drop_db", "mean_drop_db", "drop_se_db", "artifact_drop_db", "recipe_yaml", "layer_drops"]
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -133,6 +133,13 @@ def mean_drop_db(fp32: Sequence[float], q: Sequence[float]) -> float:
     return float(np.mean(np.asarray(fp32, dtype=np.float64) - np.asarray(q, dtype=np.float64)))
 
 
+def drop_se_db(fp32: Sequence[float], q: Sequence[float]) -> float | None:
+    """Standard error of :func:`mean_drop_db` over the validation images (None below 2)."""
+    from ..metrics import paired_drop_se
+
+    return paired_drop_se(fp32, q)
+
+
 # ------------------------------------------------------------------------------------------ MACs
 def _conv_macs(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, int]:
     """MACs of every convolution node of a captured graph at input ``x``."""
@@ -188,6 +195,8 @@ class Trial:
     cached: bool = False
     within_budget: bool = False
     latency: dict[str, Any] | None = None
+    # standard error of the mean drop over the validation images: how finely they resolve the budget
+    drop_se_db: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -293,7 +302,8 @@ class _Search:
 
             applied = from_dict(QuantConfig, dict(q.config))  # with the outlier guard's kept nodes
             share, floats = _int8_profile(self.model, applied, target=self.target)
-            trial = Trial(name, _overrides(cfg), drop, share, floats, mean, mode, round(time.perf_counter() - t0, 2))
+            trial = Trial(name, _overrides(cfg), drop, share, floats, mean, mode, round(time.perf_counter() - t0, 2),
+                          drop_se_db=drop_se_db(self.fp32, psnrs))
             if path is not None:
                 atomic_write_text(path, json.dumps(trial.to_json(), indent=1) + "\n")
             self.bar.update(1)

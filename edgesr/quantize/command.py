@@ -93,8 +93,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         verdict = "within" if res.within_budget else "OVER"
         speed = (f", {c.latency['speedup']:.2f}x fp32 in {c.latency['runtime']} at "
                  f"{c.latency['input_size'][0]}x{c.latency['input_size'][1]}" if c.latency else "")
-        print(f"chosen: {c.name}: validation drop {c.drop_db:.4f} dB ({verdict} the {args.budget_db:g} dB budget, "
-              f"{res.validation_images} held-out images), {c.int8_mac_share:.0%} of MACs int8{speed}")
+        se = f" ± {c.drop_se_db:.4f}" if c.drop_se_db else ""
+        print(f"chosen: {c.name}: validation drop {c.drop_db:.4f}{se} dB ({verdict} the {args.budget_db:g} dB "
+              f"budget, {res.validation_images} held-out images), {c.int8_mac_share:.0%} of MACs int8{speed}")
         if not res.within_budget:
             print(f"warning: over budget: no configuration reached {args.budget_db:g} dB", file=sys.stderr)
         print("recipe that reproduces it without the search:\n" + recipe_yaml(args.target, res))

@@ -35,6 +35,9 @@ class ReportRow:
     artifact: str | None = None
     notes: list[str] = field(default_factory=list)
     reference_psnr_y: float | None = None        # simulated int8: fp32 on the input the int8 graph saw (padded)
+    # per image (name -> PSNR-Y): the drop's standard error comes from them (5 Set5 images cannot resolve 0.01 dB)
+    per_image_psnr_y: dict[str, float] | None = None
+    reference_per_image_psnr_y: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.measured_in not in MEASURED_IN:
@@ -47,7 +50,7 @@ class ReportRow:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ReportRow":
         known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(data) - known - {"drop_db", "drop_vs"})
+        extra = sorted(set(data) - known - {"drop_db", "drop_vs", "drop_se_db"})
         if extra:
             raise ValueError(f"report row has unknown keys: {', '.join(extra)}")
         return cls(**{k: v for k, v in data.items() if k in known})

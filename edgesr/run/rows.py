@@ -20,6 +20,10 @@ def _read(result: StageResult) -> dict[str, Any]:
     return json.loads(result.path("check").read_text())
 
 
+def _per_image(per_image: dict[str, dict[str, float]] | None) -> dict[str, float] | None:
+    return {k: v["psnr_y"] for k, v in per_image.items()} if per_image else None
+
+
 def collect(plan: Plan, done: dict[str, StageResult], command: str) -> dict[str, Any]:
     """Everything the report shows, from the finished stages (see edgesr.report.build for the format)."""
     from ..data.imresize import imresize
@@ -45,6 +49,8 @@ def collect(plan: Plan, done: dict[str, StageResult], command: str) -> dict[str,
                                       latency_ms=data["latency_ms"],
                                       measured_in="pytorch-simulated" if sim else "runtime", command=data["command"],
                                       reference_psnr_y=q.get("reference_psnr_y"),
+                                      per_image_psnr_y=_per_image(q.get("per_image")),
+                                      reference_per_image_psnr_y=_per_image(q.get("reference_per_image")),
                                       notes=["whole images; latency is PyTorch eager on one window"] if not sim else
                                       ["int8 simulated by fake-quant in PyTorch (whole images), not run in the "
                                        "runtime"]))
@@ -68,7 +74,8 @@ def collect(plan: Plan, done: dict[str, StageResult], command: str) -> dict[str,
             rows.append(ReportRow(**common, dataset=ds, images=q["images"], psnr_y=q["psnr_y"], ssim_y=q["ssim_y"],
                                   parity={"max_abs": p.get("max_abs_diff"), "psnr": p.get("psnr_vs_torch_db"),
                                           "reference": _parity_reference(meta["precision"])} if p else None,
-                                  latency_ms=data["latency_ms"], measured_in="runtime"))
+                                  latency_ms=data["latency_ms"], measured_in="runtime",
+                                  per_image_psnr_y=_per_image(q.get("per_image"))))
 
     # crops: HR / bicubic from the data, fp32 / int8 from the stages, one figure per runtime
     crops = []

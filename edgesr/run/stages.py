@@ -342,7 +342,9 @@ def check_pytorch(name: str, scale: int, weights: str, eval_folders: Sequence[Pa
         r = evaluate(model, b, scale, progress=progress)
         quality[b.name] = {"psnr_y": r.psnr_y, "ssim_y": r.ssim_y, "images": r.images, "per_image": r.per_image}
         if reference is not None:
-            quality[b.name]["reference_psnr_y"] = evaluate(reference, b, scale, progress=progress).psnr_y
+            ref = evaluate(reference, b, scale, progress=progress)
+            quality[b.name]["reference_psnr_y"] = ref.psnr_y
+            quality[b.name]["reference_per_image"] = ref.per_image
 
     @torch.no_grad()
     def run(x: np.ndarray) -> np.ndarray:
