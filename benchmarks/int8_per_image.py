@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgesr.data.io import to_tensor, to_uint8
     from edgesr.evaluate import evaluate
     from edgesr.metrics import paired_drop_se, psnr_y
-    from edgesr.models import create
+    from edgesr.models import create, size_multiple
     from edgesr.quantize import QuantConfig, ptq
     from edgesr.quantize.auto import _psnrs, split_images, validation_pairs
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<12} {d.mean():+.4f} ± {paired_drop_se(fp, i8) or 0:.4f} dB over {len(d)} images "
               f"(SD {d.std(ddof=1) if len(d) > 1 else 0:.3f}); largest: {worst}", flush=True)
 
-    pairs = validation_pairs([str(x) for x in val], s, args.val_count)
+    pairs = validation_pairs([str(x) for x in val], s, args.val_count, mult=size_multiple(model))  # as --auto
     show("validation", _psnrs(ref, pairs, s), _psnrs(q, pairs, s), [f"val{i}" for i in range(len(pairs))])
     benches = [open_benchmark(f, s) for f in args.eval]
     for b in benches:
