@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 
 def runtime_psnr(path: Path, benches: list[Any], threads: int) -> dict[str, list[float]]:
     """Per-image PSNR-Y of an artifact run in its runtime over whole images (tiled at its input size)."""
-    import numpy as np
     import torch
 
     from edgesr.data.io import to_tensor, to_uint8
