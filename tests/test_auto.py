@@ -88,6 +88,48 @@ def test_a_new_annotation_rule_for_a_target_measures_its_trials_again(tmp_path, 
     assert all(t.cached for t in auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 0.5, **kw).trials)
 
 
+def _scripted_search(monkeypatch):
+    """The search's order and its undo step on a scripted drop table (what each option buys, as measured on
+    LAMNet / SAFMN NTIRE / EIMN-A: the float options carry the large gains), so the test reads the search's
+    logic, not quantization noise."""
+    from edgesr.quantize.auto import Trial, _Search, _overrides
+
+    def run(self, name, cfg, mode="ptq", make=None, last=False):
+        if self.exhausted(last):
+            return None
+        first_last = "first" in cfg.keep_float
+        drop = (0.40 - 0.25 * cfg.float_adds - 0.01 * cfg.float_muls - 0.06 * first_last
+                - 0.04 * (cfg.observer == "minmax") - 0.01 * cfg.scale_search)
+        floats = int(cfg.float_adds) + int(cfg.float_muls) + 2 * first_last
+        t = Trial(name, _overrides(cfg), round(drop, 4), 0.95 if first_last else 0.99, floats)
+        t.within_budget = t.drop_db <= self.budget
+        self.trials.append(t)
+        return t
+
+    monkeypatch.setattr(_Search, "run", run)
+
+
+def test_far_over_budget_the_float_options_come_first_and_go_again_when_unneeded(monkeypatch):
+    _scripted_search(monkeypatch)
+    res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 0.1, max_trials=30, val_count=1,
+                        val_side=32)
+    names = [t.name for t in res.trials]
+    assert names[:4] == ["defaults", "float residual adds", "float elementwise multiplies", "first/last conv float"]
+    assert names.index("observer minmax") > 3  # the free options after, on top of the float ones
+    # minmax and the scale search made the multiplies and the first/last float unnecessary: dropped again
+    assert res.within_budget and res.chosen.config.get("float_adds") and not res.chosen.config.get("float_muls")
+    assert not res.chosen.config.get("keep_float") and res.chosen.drop_db == pytest.approx(0.10)
+
+
+def test_near_the_budget_the_free_options_come_first(monkeypatch):
+    _scripted_search(monkeypatch)
+    res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 0.2, max_trials=30, val_count=1,
+                        val_side=32)
+    names = [t.name for t in res.trials]
+    assert names[1].startswith("observer") and names.index("float residual adds") > names.index("bias correction")
+    assert res.within_budget and res.chosen.config.get("float_adds") and res.chosen.drop_db == pytest.approx(0.10)
+
+
 def test_the_fastest_finalist_within_the_budget_wins(tmp_path):
     """Finalists are timed by the caller's stopwatch; the fastest wins even where the MAC proxy ties."""
     timed = []
@@ -113,6 +155,31 @@ def test_the_fastest_finalist_within_the_budget_wins(tmp_path):
                         val_side=32, latency=unfaithful_minmax, finalists=4, cache_dir=tmp_path)
     assert res.chosen.config.get("observer") != "minmax" and res.chosen.latency["int8_ms"] == 2.0
     assert any("artifact is 20.0 dB from fp32" in n and "not chosen" in n for n in res.notes)
+
+
+def test_a_finalist_its_converter_cannot_lower_is_passed_over_with_a_note(tmp_path, monkeypatch):
+    """The stopwatch itself: an export that raises (XNNPACK's partitioner finds a dependency cycle in LAMNet x4
+    with float adds alone) is a result, not a crash; the search times the next finalist."""
+    from edgesr.export import exporters
+    from edgesr.export.latency import LatencyProbe
+
+    real = exporters.export
+
+    def export(model, target, precision, size, out, **kw):
+        if precision == "int8" and kw["quantized"].config.get("observer") == "minmax":
+            raise AssertionError("Invalid partition, found dependency cycles\nmore")
+        return real(model, target, precision, size, out, **kw)
+
+    monkeypatch.setattr(exporters, "export", export)
+    model = _tiny()
+    res = auto_quantize(model, "executorch", PHOTOS[:4], PHOTOS[4:], 50.0, max_trials=4, val_count=1,
+                        val_side=32, latency=LatencyProbe(model, "executorch", (16, 16), threads=1, rounds=1),
+                        finalists=4, cache_dir=tmp_path)
+    failed = [t for t in res.trials if t.latency and t.latency.get("export_error")]
+    assert [t.config.get("observer") for t in failed] == ["minmax"]
+    assert failed[0].latency["export_error"] == "AssertionError: Invalid partition, found dependency cycles"
+    assert res.within_budget and res.chosen.config.get("observer") != "minmax" and res.chosen.latency["int8_ms"] > 0
+    assert any("export failed (AssertionError" in n and "not chosen" in n for n in res.notes)
 
 
 def test_an_artifact_a_little_off_its_model_is_kept_when_its_extra_error_fits_the_budget(tmp_path):

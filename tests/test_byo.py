@@ -31,6 +31,19 @@ def rfdn(tmp_path_factory):
     return d, path
 
 
+@pytest.fixture(scope="module")
+def one_photo(tmp_path_factory) -> Path:
+    """One small HR photo for `check` (the default data is four whole photos: hundreds of 32x32 windows)."""
+    from skimage import data as skdata
+
+    from edgesr.data.io import save_image
+
+    folder = tmp_path_factory.mktemp("photo") / "photo"
+    folder.mkdir()
+    save_image(folder / "a.png", skdata.astronaut()[96:288, 160:352])  # LR 48x48 at x4: four 32x32 windows
+    return folder
+
+
 def _code(argv: list[str]) -> int:
     """The CLI's exit code, argparse's own usage errors included."""
     try:
@@ -89,7 +102,7 @@ def test_export_hazard_names_module_line_and_fix(tmp_path):
     assert not (tmp_path / "item.onnx").exists()
 
 
-def test_every_verb_takes_the_user_network(rfdn, capsys):
+def test_every_verb_takes_the_user_network(rfdn, one_photo, capsys):
     d, path = rfdn
     flags = _flags(path)
     # eval: the model and its weights, 0-255 handled, sample photos
@@ -107,15 +120,15 @@ def test_every_verb_takes_the_user_network(rfdn, capsys):
                  "--out", str(d / "rfdn.onnx")]) == 0
     side = json.loads((d / "rfdn.onnx.json").read_text())
     assert side["input_range"] == 255 and side["spec"]["model"] == RFDN and side["model"] == "RFDNLike"
-    assert main(["check", str(d / "rfdn.onnx"), "--runs", "2", "--no-memory", "--no-op-profile", "--quiet",
-                 "--json", str(d / "check.json")]) == 0
+    assert main(["check", str(d / "rfdn.onnx"), "--data", str(one_photo), "--runs", "2", "--no-memory",
+                 "--no-op-profile", "--quiet", "--json", str(d / "check.json")]) == 0
     rep = json.loads((d / "check.json").read_text())
     assert rep["parity"]["max_abs_diff"] <= 1e-4
     capsys.readouterr()
 
 
 @pytest.mark.parametrize("target, suffix", [("executorch", "pte"), ("tflite", "tflite")])
-def test_user_network_int8_runs_in_its_runtime(rfdn, target, suffix, capsys):
+def test_user_network_int8_runs_in_its_runtime(rfdn, one_photo, target, suffix, capsys):
     d, path = rfdn
     flags = _flags(path)
     q = d / f"rfdn_{target}.pt"
@@ -124,14 +137,14 @@ def test_user_network_int8_runs_in_its_runtime(rfdn, target, suffix, capsys):
     out = d / f"rfdn_int8.{suffix}"
     assert main(["export", *flags, "--quantized", str(q), "--target", target, "--precision", "int8",
                  "--input-size", "32x32", "--out", str(out)]) == 0
-    assert main(["check", str(out), "--runs", "2", "--no-memory", "--no-op-profile", "--quiet",
-                 "--json", str(d / f"check_{target}.json")]) == 0
+    assert main(["check", str(out), "--data", str(one_photo), "--runs", "2", "--no-memory", "--no-op-profile",
+                 "--quiet", "--json", str(d / f"check_{target}.json")]) == 0
     rep = json.loads((d / f"check_{target}.json").read_text())
     assert rep["status"] == "ran" and rep["parity"]["psnr_vs_torch_db"] > 35  # runtime vs its fake-quant model
     capsys.readouterr()
 
 
-def test_weights_alone_find_the_registry_architecture(tmp_path, capsys):
+def test_weights_alone_find_the_registry_architecture(tmp_path, one_photo, capsys):
     from edgesr.models import create
 
     torch.manual_seed(0)
@@ -139,17 +152,18 @@ def test_weights_alone_find_the_registry_architecture(tmp_path, capsys):
     torch.save(create("scnet_t", 3).state_dict(), path)
     assert main(["eval", "--weights", str(path), "--quiet"]) == 2  # x2 and x3 have the same tensors
     assert "scnet_t x2, scnet_t x3" in capsys.readouterr().err
-    assert main(["eval", "--weights", str(path), "--scale", "3", "--quiet"]) == 0
+    assert main(["eval", "--weights", str(path), "--scale", "3", "--data", str(one_photo), "--quiet"]) == 0
     assert "scnet_t x3" in capsys.readouterr().out
 
 
-def test_run_recipe_with_a_user_network(tmp_path):
+def test_run_recipe_with_a_user_network(tmp_path, one_photo):
     """`edgesr run`: the factory network with kwargs, PTQ for ExecuTorch, fp32 + int8 artifacts, report."""
     from edgesr.run import load_run_recipe, run
 
     recipe = tmp_path / "byo.yaml"
     recipe.write_text(f"""
 model: {{name: "{PLAIN}", kwargs: {{channels: 8, depth: 2}}, scale: 2}}
+data: {{eval: ["{one_photo}"]}}
 quantize: {{targets: [executorch], method: auto, budget_db: 0.5, max_trials: 2, finalists: 1, val_count: 1, config: {{calib_size: 2, calib_patch: 32}}}}
 export: {{targets: {{executorch: [fp32, int8], tflite: [int16x8]}}, input_size: [32, 32]}}
 check: {{runs: 2, threads: 1, compare_images: 1, crops: 1}}

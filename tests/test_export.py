@@ -406,3 +406,26 @@ def test_coreml_converts_and_summarises_mil():
     else:  # pragma: no cover - macOS runs the same path for real
         x = example_input(SIZE).numpy()
         assert np.abs(load_runner(fp32, read_sidecar(fp32))(x) - _reference(fp32, x)).max() <= 1e-3
+
+
+def test_a_value_read_by_int8_and_float_ops_lowers_to_executorch(tmp_path, monkeypatch):
+    """With float adds, the first conv's output is read by an int8 conv and by float ops through one dequantize
+    (LAMNet x4): XNNPACK's partitioner then groups the conv and the add that closes the branch with the branch
+    outside, a dependency cycle. One dequantize per reader lowers, and the artifact follows its model."""
+    from edgesr.errors import EdgesrError
+    from edgesr.export import exporters
+    from edgesr.export.latency import LatencyProbe
+    from edgesr.models import ModelSpec, build
+    from edgesr.quantize import QuantConfig
+    from edgesr.quantize.ptq import ptq
+
+    model = build(ModelSpec(str(ROOT / "tests" / "nets" / "plain_net.py") + ":LongSkip", 2)).eval()
+    torch.manual_seed(0)
+    q = ptq(model, "executorch", [torch.rand(1, 3, 16, 16) for _ in range(2)], QuantConfig(float_adds=True))
+    exporters.export(model, "executorch", "int8", (16, 16), tmp_path / "a.pte", quantized=q)
+    probe = LatencyProbe(model, "executorch", (16, 16), threads=1)
+    assert probe.parity(tmp_path / "a.pte", q)["faithful"]
+    monkeypatch.setattr(exporters, "one_dequantize_per_reader", lambda gm: 0)
+    with pytest.raises(EdgesrError, match="dependency cycles"):
+        exporters.export(model, "executorch", "int8", (16, 16), tmp_path / "b.pte", quantized=q)
+    assert not (tmp_path / "b.pte").exists()

@@ -300,9 +300,31 @@ def lower_executorch(source: nn.Module, x: torch.Tensor) -> tuple[Any, dict[str,
     from executorch.exir import to_edge_transform_and_lower
 
     ep = torch.export.export(source, (x,))
+    one_dequantize_per_reader(ep.graph_module)
     edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
     report = delegation_report(edge.exported_program().graph_module)
     return edge.to_executorch(), report
+
+
+def one_dequantize_per_reader(gm: torch.fx.GraphModule) -> int:
+    """Give every reader of a dequantize its own copy (the same op on the same int8 tensor, so the same values).
+
+    XNNPACK's partitioner groups a dequantize with the op that reads it. One dequantize read both by the first
+    conv of a residual branch and by the float add that closes the branch puts both in one group with the branch
+    between them outside it: "Invalid partition, found dependency cycles" (LAMNet x4 with float adds alone).
+    Returns the number of copies made."""
+    made = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or not str(node.target).startswith("quantized_decomposed.dequantize_per_"):
+            continue
+        for user in [u for u in node.users if u.op != "output"][1:]:
+            with gm.graph.inserting_after(node):
+                copy_ = gm.graph.node_copy(node)
+            user.replace_input_with(node, copy_)
+            made += 1
+    if made:
+        gm.recompile()
+    return made
 
 
 def delegation_report(graph_module: torch.fx.GraphModule) -> dict[str, Any]:

@@ -23,7 +23,8 @@ class LatencyProbe:
     Each int8 artifact is also run on ``sample`` (an LR image; the search sets one of its validation images)
     beside its fake-quant model: ``artifact_psnr_db`` / ``fake_quant_psnr_db`` are their PSNRs against the fp32
     model's output, and ``faithful`` is False where the artifact is more than ``PARITY_DB`` worse than the model
-    the search measured (a converter that computes something else): the search then does not pick it."""
+    the search measured (a converter that computes something else): the search then does not pick it. Where
+    the converter cannot lower the configuration at all, ``export_error`` says why and ``faithful`` is False."""
 
     PARITY_DB = 1.0
 
@@ -53,7 +54,12 @@ class LatencyProbe:
             export(self.fp32_model, self.target, "fp32", self.input_size, self._fp32)
         self._count += 1
         path = self.dir / f"int8_{self._count}{suffix}"
-        export(self.fp32_model, self.target, "int8", self.input_size, path, quantized=int8_model)
+        try:
+            export(self.fp32_model, self.target, "int8", self.input_size, path, quantized=int8_model)
+        except Exception as exc:  # a converter that cannot lower this configuration: the search moves on
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            return {"runtime": self.target, "input_size": list(self.input_size), "faithful": False,
+                    "export_error": f"{type(exc).__name__}: {first}"}
         rows = interleaved_latency([self._fp32, path], self.threads, self.rounds)
         fp32, int8 = rows[0]["median_ms"], rows[1]["median_ms"]
         return {"fp32_ms": round(fp32, 3), "int8_ms": round(int8, 3), "speedup": round(fp32 / int8, 3),

@@ -7,7 +7,8 @@ fp32 model on *validation* images, never the calibration images. The search is g
    as the base of what follows; then, one at a time and kept only when they help: the observer (percentile at
    99.99 and 99.999 among them); the weight algorithms that keep every op int8 (cross-layer equalization where
    the network has ReLU-family conv pairs, the per-channel weight scale search, bias correction); and, while over
-   budget, float residual adds, float multiplies, the first/last convolution in float;
+   budget, float residual adds, float multiplies, the first/last convolution in float (these first when the
+   drop is more than ``FAR_FACTOR`` times the budget: every network measured that far over needed them);
 2. float fallback per layer on top of those, in the order of measured sensitivity (each layer alone in int8, dB
    vs HR), the number of float layers found by bisection on the sorted list; within the budget, the float
    options no longer needed are dropped again;
@@ -63,6 +64,7 @@ def split_images(folders: Sequence[str | Path], every: int = 5) -> tuple[list[Pa
 
 
 VAL_COUNT, VAL_SIDE = 32, 128
+FAR_FACTOR = 3.0  # a drop above FAR_FACTOR x the budget tries the float options before the free ones
 
 
 def validation_pairs(images: Sequence[str | Path], scale: int, count: int = VAL_COUNT, lr_side: int = VAL_SIDE,
@@ -440,49 +442,60 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
             t = s.run("outlier guard 4", tighter)
             if better(t, best):
                 best, cfg, plain = t, tighter, tighter
-    # 1. one option at a time, kept when it lowers the drop
-    steps: list[tuple[str, QuantConfig]] = []
-    for obs in OBSERVERS:
-        if obs != base.observer:
-            steps.append((f"observer {obs}", dataclasses.replace(cfg, observer=obs)))
-    steps.append(("observer percentile 99.999", dataclasses.replace(cfg, observer="percentile", percentile=99.999)))
-    for name, cand in steps:
-        t = s.run(name, cand)
-        if better(t, best):
-            best, cfg, plain = t, cand, cand
-    # weight algorithms: no op leaves int8, so a gain here is free
+    # 1. one option at a time, kept when it lowers the drop. The free options (observers, weight algorithms: no
+    #    op leaves int8) come first, then, while over budget, the float options. Far over budget (more than
+    #    FAR_FACTOR x the budget) the float options go first: every network measured that far over needed them
+    #    (SAFMN NTIRE, EIMN-A, LAMNet), so a search cut by --max-trials or --time-limit gets near the budget
+    #    sooner; 1b then drops the float options the free ones made unnecessary.
     from .weights import equalization_pairs
 
-    algorithms: list[tuple[str, dict[str, Any]]] = []
+    free: list[tuple[str, dict[str, Any]]] = [(f"observer {obs}", {"observer": obs})
+                                              for obs in OBSERVERS if obs != base.observer]
+    free.append(("observer percentile 99.999", {"observer": "percentile", "percentile": 99.999}))
     if equalization_pairs(graph):
-        algorithms.append(("cross-layer equalization", {"equalize": True}))
-    algorithms += [("weight scale search (layer output MSE)", {"scale_search": True}),
-                   ("bias correction", {"bias_correction": True})]
-    for name, change in algorithms:
-        cand = dataclasses.replace(cfg, **change)
-        if cand == cfg:
-            continue
-        t = s.run(name, cand)
-        if better(t, best):
-            best, cfg, plain = t, cand, cand
-    if best is not None and not best.within_budget:
-        options: list[tuple[str, Callable[[QuantConfig], QuantConfig]]] = []
-        options.append(("float residual adds", lambda c: dataclasses.replace(c, float_adds=True)))
-        options.append(("float elementwise multiplies", lambda c: dataclasses.replace(c, float_muls=True)))
-        options.append(("first/last conv float", lambda c: dataclasses.replace(
-            c, keep_float=list(dict.fromkeys([*c.keep_float, "first", "last"])))))
-        for name, change in options:
-            if best.within_budget:
+        free.append(("cross-layer equalization", {"equalize": True}))
+    free += [("weight scale search (layer output MSE)", {"scale_search": True}),
+             ("bias correction", {"bias_correction": True})]
+    floats: list[tuple[str, Callable[[QuantConfig], QuantConfig]]] = [
+        ("float residual adds", lambda c: dataclasses.replace(c, float_adds=True)),
+        ("float elementwise multiplies", lambda c: dataclasses.replace(c, float_muls=True)),
+        ("first/last conv float", lambda c: dataclasses.replace(
+            c, keep_float=list(dict.fromkeys([*c.keep_float, "first", "last"]))))]
+
+    def free_options() -> None:
+        nonlocal best, cfg, plain
+        for name, change in free:
+            cand = dataclasses.replace(cfg, **change)
+            if cand == cfg:
+                continue
+            t = s.run(name, cand)
+            if better(t, best):
+                best, cfg, plain = t, cand, dataclasses.replace(plain, **change)
+
+    def float_options() -> None:
+        nonlocal best, cfg
+        for name, change in floats:
+            if best is None or best.within_budget:
                 break
             cand = change(cfg)
             t = s.run(name, cand)
             if better(t, best):
                 best, cfg = t, cand
+
+    if best is not None and best.drop_db > FAR_FACTOR * max(s.budget, 0.0):
+        float_options()
+        free_options()
+    else:
+        free_options()
+        float_options()
     # 1b. within the budget: drop again, one at a time, the options that are no longer needed (fewer float islands)
     def drop_unneeded(best: Trial, cfg: QuantConfig) -> tuple[Trial, QuantConfig]:
         for name, undo in (("float residual adds", lambda c: dataclasses.replace(c, float_adds=False)),
                            ("float elementwise multiplies", lambda c: dataclasses.replace(c, float_muls=False)),
-                           ("outlier guard", lambda c: dataclasses.replace(c, outlier_ratio=0.0))):
+                           ("outlier guard", lambda c: dataclasses.replace(c, outlier_ratio=0.0)),
+                           ("first/last conv float", lambda c: dataclasses.replace(
+                               c, keep_float=[k for k in c.keep_float
+                                              if k not in ("first", "last") or k in base.keep_float]))):
             cand = undo(cfg)
             if cand == cfg:
                 continue
@@ -571,6 +584,8 @@ def _auto_quantize(model: nn.Module, target: str, calib_images: Sequence[Any], v
         return artifact_drop_db(t.drop_db, a, f) > budget_db
 
     def far(t: Trial) -> str:
+        if t.latency and t.latency.get("export_error"):
+            return f"the {target} export failed ({t.latency['export_error']})"
         return (f"the {target} artifact is {t.latency['artifact_psnr_db']:.1f} dB from fp32, its fake-quant model "
                 f"{t.latency['fake_quant_psnr_db']:.1f} dB")
 

@@ -86,13 +86,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
               "/trials.jsonl")
         print(f"{'trial':<48} {'drop dB':>8} {'int8 MACs':>9} {'int8/fp32 ms':>16}")
         for t in res.trials:
-            ms = (f"{t.latency['int8_ms']:.1f}/{t.latency['fp32_ms']:.1f}" if t.latency else "")
+            ms = (f"{t.latency['int8_ms']:.1f}/{t.latency['fp32_ms']:.1f}" if t.latency and "int8_ms" in t.latency
+                  else "export failed" if t.latency and t.latency.get("export_error") else "")
             print(f"{t.name[:48]:<48} {t.drop_db:8.4f} {t.int8_mac_share:9.1%} {ms:>16}"
                   + ("  *" if t is res.chosen else ""))
         c = res.chosen
         verdict = "within" if res.within_budget else "OVER"
         speed = (f", {c.latency['speedup']:.2f}x fp32 in {c.latency['runtime']} at "
-                 f"{c.latency['input_size'][0]}x{c.latency['input_size'][1]}" if c.latency else "")
+                 f"{c.latency['input_size'][0]}x{c.latency['input_size'][1]}" if c.latency and "speedup" in c.latency
+                 else "")
         se = f" ± {c.drop_se_db:.4f}" if c.drop_se_db else ""
         print(f"chosen: {c.name}: validation drop {c.drop_db:.4f}{se} dB ({verdict} the {args.budget_db:g} dB "
               f"budget, {res.validation_images} held-out images), {c.int8_mac_share:.0%} of MACs int8{speed}")

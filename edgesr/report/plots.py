@@ -156,7 +156,7 @@ def search(per_target: dict[str, Any], out: str | Path) -> Path | None:
     if not targets:
         return None
     plt = _plt()
-    timed = any(t.get("latency") for s in targets.values() for t in s["trials"])
+    timed = any((t.get("latency") or {}).get("int8_ms") for s in targets.values() for t in s["trials"])
     fig, axes = plt.subplots(2 if timed else 1, len(targets), figsize=(4.5 * len(targets), 3.6 * (2 if timed else 1)),
                              dpi=90, squeeze=False)
     for col, (target, s) in enumerate(targets.items()):
@@ -176,14 +176,14 @@ def search(per_target: dict[str, Any], out: str | Path) -> Path | None:
         if not timed:
             continue
         ax = axes[1][col]
-        fin = [t for t in trials if t.get("latency")]
+        fin = [t for t in trials if (t.get("latency") or {}).get("int8_ms")]  # not those whose export failed
         if fin:
             ax.scatter([t["latency"]["int8_ms"] for t in fin], [t["drop_db"] for t in fin], color="#4c72b0", s=24,
                        label="finalists (int8, in the runtime)")
             ax.axvline(fin[0]["latency"]["fp32_ms"], color="#55a868", linewidth=1, label="fp32 latency")
             size = fin[0]["latency"].get("input_size") or ["?", "?"]
             ax.set_xlabel(f"{target} latency (ms, {size[0]}x{size[1]} LR)")
-        if c.get("latency"):
+        if (c.get("latency") or {}).get("int8_ms"):
             ax.scatter([c["latency"]["int8_ms"]], [c["drop_db"]], color="#c44e52", marker="*", s=140,
                        label="chosen", zorder=3)
         ax.axhline(s["budget_db"], color="gray", linestyle="--", linewidth=1)

@@ -66,3 +66,23 @@ class NormOfADeadChannel(nn.Module):
         g = torch.sqrt((y * y).sum(dim=(2, 3), keepdim=True))
         y = y * (1 + 0.1 * g / (g.mean(dim=1, keepdim=True) + 1e-6))
         return self.up(self.tail(y))
+
+
+class LongSkip(nn.Module):
+    """conv -> (conv -> ReLU -> conv, x - conv(x)) + skip -> conv -> PixelShuffle: the first conv's output is read
+    by an int8 conv and by float ops (with ``float_adds``), as LAMNet's features are."""
+
+    def __init__(self, scale=2, channels=8):
+        super().__init__()
+        self.head = nn.Conv2d(3, channels, 3, padding=1)
+        self.local = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.a = nn.Conv2d(channels, channels, 3, padding=1)
+        self.b = nn.Conv2d(channels, channels, 3, padding=1)
+        self.tail = nn.Conv2d(channels, 3 * scale * scale, 3, padding=1)
+        self.up = nn.PixelShuffle(scale)
+
+    def forward(self, x):
+        f = self.head(x)
+        detail = f - self.local(f)
+        y = self.b(self.a(detail).relu()) + f
+        return self.up(self.tail(y))
