@@ -89,9 +89,8 @@ def test_a_new_annotation_rule_for_a_target_measures_its_trials_again(tmp_path, 
 
 
 def _scripted_search(monkeypatch):
-    """The search's order and its undo step on a scripted drop table (what each option buys, as measured on
-    LAMNet / SAFMN NTIRE / EIMN-A: the float options carry the large gains), so the test reads the search's
-    logic, not quantization noise."""
+    """The search's order and its undo step on a scripted drop table (each option buys a fixed drop, the float
+    adds most, as on LAMNet), so the test reads the search's logic, not quantization noise."""
     from edgesr.quantize.auto import Trial, _Search, _overrides
 
     def run(self, name, cfg, mode="ptq", make=None, last=False):
