@@ -88,10 +88,17 @@ def test_a_new_annotation_rule_for_a_target_measures_its_trials_again(tmp_path, 
     assert all(t.cached for t in auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 0.5, **kw).trials)
 
 
-def _scripted_search(monkeypatch):
+def _scripted_search(monkeypatch, guard8_cost: float | None = None):
     """The search's order and its undo step on a scripted drop table (each option buys a fixed drop, the float
-    adds most, as on LAMNet), so the test reads the search's logic, not quantization noise."""
+    adds most, as on LAMNet), so the test reads the search's logic, not quantization noise. With
+    ``guard8_cost`` the network has an outlier channel (EIMN-A): no guard costs 5 dB, guard 8 that much more
+    than guard 4."""
+    from edgesr.quantize import outliers
     from edgesr.quantize.auto import Trial, _Search, _overrides
+
+    if guard8_cost is not None:
+        real = outliers.find_outliers  # the most imbalanced activation counts as an outlier at any ratio
+        monkeypatch.setattr(outliers, "find_outliers", lambda gm, inputs, ratio: real(gm, inputs, 1.0)[:1])
 
     def run(self, name, cfg, mode="ptq", make=None, last=False):
         if self.exhausted(last):
@@ -99,8 +106,11 @@ def _scripted_search(monkeypatch):
         first_last = "first" in cfg.keep_float
         drop = (0.40 - 0.25 * cfg.float_adds - 0.01 * cfg.float_muls - 0.06 * first_last
                 - 0.04 * (cfg.observer == "minmax") - 0.01 * cfg.scale_search)
+        if guard8_cost is not None:
+            drop += {0.0: 5.0, 8.0: guard8_cost}.get(cfg.outlier_ratio, 0.0)
+        share_guarded = {4.0: 0.4, 8.0: 0.1}  # the MACs the guard keeps float
         floats = int(cfg.float_adds) + int(cfg.float_muls) + 2 * first_last
-        t = Trial(name, _overrides(cfg), round(drop, 4), 0.95 if first_last else 0.99, floats)
+        t = Trial(name, _overrides(cfg), round(drop, 4), (0.95 if first_last else 0.99) - share_guarded.get(cfg.outlier_ratio, 0.0), floats)
         t.within_budget = t.drop_db <= self.budget
         self.trials.append(t)
         return t
@@ -118,6 +128,23 @@ def test_far_over_budget_the_float_options_come_first_and_go_again_when_unneeded
     # minmax and the scale search made the multiplies and the first/last float unnecessary: dropped again
     assert res.within_budget and res.chosen.config.get("float_adds") and not res.chosen.config.get("float_muls")
     assert not res.chosen.config.get("keep_float") and res.chosen.drop_db == pytest.approx(0.10)
+
+
+@pytest.mark.parametrize("guard8_cost", [0.02, 0.5])
+def test_the_outlier_guard_is_loosened_again_where_the_other_options_made_room(monkeypatch, guard8_cost):
+    _scripted_search(monkeypatch, guard8_cost)
+    res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 0.1, max_trials=30, val_count=1,
+                        val_side=32)
+    names = [t.name for t in res.trials]
+    assert names[:3] == ["defaults", "outlier guard 8", "outlier guard 4"]
+    loosened = [n for n in names if n.endswith(", outlier guard 8")]
+    assert len(loosened) == 1 and res.within_budget
+    if guard8_cost < 0.1:  # guard 8 holds within the budget once adds, first/last, minmax, scale search are in
+        assert res.chosen.config["outlier_ratio"] == 8.0 and res.chosen.drop_db == pytest.approx(0.06)
+        assert any(n.endswith(", without outlier guard") for n in names)  # tried, and 5 dB over
+    else:  # it does not: guard 4 stays, and no guard at all is not tried
+        assert res.chosen.config["outlier_ratio"] == 4.0 and res.chosen.drop_db == pytest.approx(0.10)
+        assert not any("without outlier guard" in n for n in names)
 
 
 def test_near_the_budget_the_free_options_come_first(monkeypatch):

@@ -380,6 +380,26 @@ def test_export_cli_int16x8_calibrates_on_data(tmp_path, capsys):
     assert Interpreter(model_path=str(out)).get_input_details()[0]["dtype"] == np.int16
 
 
+def test_int16x8_calibration_that_cannot_allocate_is_one_line_and_no_file(tmp_path, capsys, monkeypatch):
+    """ai-edge-quantizer's calibration keeps every intermediate tensor (LAMNet x4 at 180x320: 25 GiB, over a
+    24 GiB host): its allocation failure is a one-line error with the size it needed, not a traceback."""
+    from ai_edge_quantizer import quantizer
+
+    from edgesr.data.samples import CALIB_IMAGES, sample_paths
+
+    def cannot_allocate(self, *a, **k):
+        raise RuntimeError()
+
+    monkeypatch.setattr(quantizer.Quantizer, "calibrate", cannot_allocate)
+    out = tmp_path / "p.tflite"
+    assert cli(["export", "--model", "tests/nets/plain_net.py:make_plain_sr", "--scale", "2", "--model-kwargs",
+                '{"channels": 4, "depth": 1}', "--target", "tflite", "--input-size", "16x16", "--out", str(out),
+                "--precision", "int16x8", "--data", str(sample_paths(CALIB_IMAGES)[0])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "at 16x16" in err and "every intermediate tensor" in err and "GiB" in err
+    assert not out.exists()
+
+
 def test_onnx_fp32_runs_with_parity():
     path = artifact("scnet_t", "onnx")
     x = example_input(SIZE).numpy()

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..errors import EdgesrError
+from ..errors import EdgesrError, one_line
 from ..io_utils import atomic_path, atomic_write_bytes, atomic_write_text
 from ..models import (ModelSpec, build, describe, min_size, names as names_of_registry, resolve_weights,
                       save_checkpoint, scale_of, size_multiple, spec_of, unwrap)
@@ -437,10 +437,25 @@ def quantize_tflite(fp32_path: str | Path, out: str | Path, inputs: Sequence[tor
               for t in inputs]
     qt = quantizer.Quantizer(str(fp32_path))
     qt.load_quantization_recipe(recipe.static_wi8_ai16() if activation_bits == 16 else recipe.static_wi8_ai8())
-    ranges = qt.calibrate({key: [{name: a} for a in arrays]})
+    try:
+        ranges = qt.calibrate({key: [{name: a} for a in arrays]})
+    except RuntimeError as e:  # its interpreter keeps every intermediate tensor: allocation fails on big inputs
+        h, w = arrays[0].shape[1:3] if layout == "nhwc" else arrays[0].shape[2:4]
+        raise ExportError(f"ai-edge-quantizer could not calibrate the model at {h}x{w} ({one_line(e)}): its "
+                          f"calibration keeps every intermediate tensor, {_tensor_bytes(fp32_path) / 2**30:.1f} GiB "
+                          "there; use a smaller input size") from None
     result = qt.quantize(ranges, enable_progress_report=False)
     with atomic_path(Path(out)) as tmp:
         result.export_model(str(tmp), overwrite=True)
+
+
+def _tensor_bytes(path: str | Path) -> int:
+    """The bytes of every tensor of a float ``.tflite`` (what an interpreter that keeps them all allocates)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    return sum(int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
+               for t in Interpreter(model_path=str(path)).get_tensor_details())
 
 
 def _export_tflite_int16x8(source: nn.Module, x: torch.Tensor, out: Path, layout: str,
