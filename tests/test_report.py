@@ -139,6 +139,23 @@ def test_drop_carries_its_standard_error_over_the_images_both_rows_measured():
     assert f"Set5 +0.030 ± {d.std(ddof=1) / 2:.3f} dB" in text
 
 
+@pytest.mark.parametrize("int8_ms, advice", [(8.0, "ship int8"), (9.8, "keep fp32: int8 is not faster here"),
+                                             (12.0, "keep fp32: int8 is not faster here")])
+def test_the_verdict_ships_int8_only_where_it_is_measurably_faster(int8_ms, advice):
+    """Within the budget, int8 at 1.25x ships; at 1.02x (inside the timing's spread) or slower, fp32 stays."""
+    from edgesr.report.build import verdicts
+
+    def timed(precision, ms):
+        return normalize_row(_row("tflite", precision, 30.0 if precision == "fp32" else 29.99,
+                                  latency_ms={"median": ms, "p90": ms, "runs": 5, "threads": 2, "input_size": [64, 64]}))
+
+    rows = [timed("fp32", 10.0), timed("int8", int8_ms)]
+    add_drops(rows)
+    v = verdicts(rows, {"tflite": {"budget_db": 0.03, "within_budget": True, "chosen": {"config": {}}}})[0]
+    assert v["within_budget"] and v["text"].endswith(advice if advice == "ship int8" else advice + " (under 1.05x)")
+    assert v["speedup"] == pytest.approx(10.0 / int8_ms, abs=1e-3)
+
+
 def test_identical_parity_is_null_with_a_flag_and_not_run_rows_never_carry_numbers():
     r = normalize_row(_row("executorch", "fp32", 30.0, parity={"max_abs": 0.0, "psnr": math.inf}))
     assert r["parity"] == {"max_abs": 0.0, "psnr": None, "identical": True}
