@@ -23,7 +23,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edgesr.data.folders import open_benchmark
+    from edgesr.errors import EdgesrError, one_line
     from edgesr.evaluate import evaluate
     from edgesr.export import export
     from edgesr.export.exporters import calibration_lr, quantize_tflite
@@ -206,13 +207,27 @@ def main(argv: list[str] | None = None) -> int:
             if not f32.exists():
                 export(model, "tflite", "fp32", size, f32)
             artifacts.setdefault("tflite fp32", f32)
-            w16 = artifact("int16x8", "tflite")
-            export(model, "tflite", "int16x8", size, w16, calibration=cal)
-            artifacts["tflite int16x8 (edgesr, ai-edge-quantizer)"] = w16
-            aeq = artifact("aeq-int8", "tflite")
-            quantize_tflite(f32, aeq, cal, activation_bits=8)
-            _sidecar_copy(f32, aeq, "int8", "ai_edge_quantizer recipe.static_wi8_ai8() on the fp32 .tflite")
-            artifacts["tflite int8 (ai-edge-quantizer default)"] = aeq
+
+            def made(label: str, make: Callable[[], Path]) -> None:
+                """One artifact that cannot be made (ai-edge-quantizer's calibration memory) leaves the rest."""
+                try:
+                    artifacts[label] = make()
+                except EdgesrError as e:
+                    runtime_rows.append({"model": name, "artifact": label, "error": one_line(e)})
+                    print(f"{name}: {label} not made: {one_line(e)}", flush=True)
+
+            def int16x8() -> Path:
+                export(model, "tflite", "int16x8", size, artifact("int16x8", "tflite"), calibration=cal)
+                return artifact("int16x8", "tflite")
+
+            def aeq_int8() -> Path:
+                aeq = artifact("aeq-int8", "tflite")
+                quantize_tflite(f32, aeq, cal, activation_bits=8)
+                _sidecar_copy(f32, aeq, "int8", "ai_edge_quantizer recipe.static_wi8_ai8() on the fp32 .tflite")
+                return aeq
+
+            made("tflite int16x8 (edgesr, ai-edge-quantizer)", int16x8)
+            made("tflite int8 (ai-edge-quantizer default)", aeq_int8)
             onnx32 = artifact("fp32", "onnx")
             if not onnx32.exists():
                 export(model, "onnx", "fp32", size, onnx32)
@@ -261,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
           + " | median ms | vs fp32 |")
     print("|---|---|" + "---|" * len(rt_names) + "---|---|")
     for r in runtime_rows:
+        if r.get("error"):
+            print(f"| {r['model']} | {r['artifact']} | not made: {r['error']} |")
+            continue
         up = f"{r['speedup_vs_fp32']:.2f}x" if r["speedup_vs_fp32"] else "–"
         print(f"| {r['model']} | {r['artifact']} | "
               + " | ".join(f"{-r['runtime_drop_db'][s]:+.3f}{pm(r['runtime_drop_se_db'][s])}" for s in rt_names)
