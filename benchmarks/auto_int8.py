@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from edgesr.config import from_dict
     from edgesr.data.folders import open_benchmark
     from edgesr.errors import EdgesrError, one_line
     from edgesr.evaluate import evaluate
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 drops, whole, se = int8_drops(model, qmodel, benches, fp32)
                 row = {"model": name, "target": target, "chosen": "given config", "config": args.config,
                        "drop_db": drops, "drop_se_db": se, "drop_vs_whole_db": whole,
-                       "int8_mac_share": int8_mac_share(model, QuantConfig(**args.config), target=target),
+                       "int8_mac_share": int8_mac_share(model, from_dict(QuantConfig, dict(qmodel.config)),
+                                                        target=target),  # with the outlier guard's float nodes
                        "fp32_psnr_y": fp32, "size": list(size)}
             else:
                 res = auto_quantize(model, target, [str(p) for p in calib], [str(p) for p in val], args.budget,
