@@ -88,6 +88,9 @@ def test_a_new_annotation_rule_for_a_target_measures_its_trials_again(tmp_path, 
     assert all(t.cached for t in auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 0.5, **kw).trials)
 
 
+MIGRATION_COST = 0.005
+
+
 def _scripted_search(monkeypatch, guard8_cost: float | None = None):
     """The search's order and its undo step on a scripted drop table (each option buys a fixed drop, the float
     adds most, as on LAMNet), so the test reads the search's logic, not quantization noise. With
@@ -107,8 +110,9 @@ def _scripted_search(monkeypatch, guard8_cost: float | None = None):
         drop = (0.40 - 0.25 * cfg.float_adds - 0.01 * cfg.float_muls - 0.06 * first_last
                 - 0.04 * (cfg.observer == "minmax") - 0.01 * cfg.scale_search)
         if guard8_cost is not None:
-            drop += {0.0: 5.0, 8.0: guard8_cost}.get(cfg.outlier_ratio, 0.0)
-        share_guarded = {4.0: 0.4, 8.0: 0.1}  # the MACs the guard keeps float
+            drop += {0.0: 5.0, 8.0: guard8_cost}.get(cfg.outlier_ratio, 0.0) + MIGRATION_COST * bool(cfg.migrate)
+        # the MACs the guard keeps float; outlier migration evens out half of what it holds
+        share_guarded = {r: v * (0.5 if cfg.migrate else 1.0) for r, v in {4.0: 0.4, 8.0: 0.1}.items()}
         floats = int(cfg.float_adds) + int(cfg.float_muls) + 2 * first_last
         t = Trial(name, _overrides(cfg), round(drop, 4), (0.95 if first_last else 0.99) - share_guarded.get(cfg.outlier_ratio, 0.0), floats)
         t.within_budget = t.drop_db <= self.budget
@@ -130,20 +134,34 @@ def test_far_over_budget_the_float_options_come_first_and_go_again_when_unneeded
     assert not res.chosen.config.get("keep_float") and res.chosen.drop_db == pytest.approx(0.10)
 
 
-@pytest.mark.parametrize("guard8_cost", [0.02, 0.5])
-def test_the_outlier_guard_is_loosened_again_where_the_other_options_made_room(monkeypatch, guard8_cost):
+@pytest.mark.parametrize("guard8_cost,migratable", [(0.02, True), (0.5, True), (0.02, False)])
+def test_the_outlier_guard_is_loosened_again_where_the_other_options_made_room(monkeypatch, guard8_cost, migratable):
+    from edgesr.quantize import migrate
+
     _scripted_search(monkeypatch, guard8_cost)
+    # whether outlier migration finds a residual stream to even out (EIMN-A: 15 groups; SAFMN NTIRE: none)
+    monkeypatch.setattr(migrate, "plan", lambda gm, inputs, strength: {"stream": [1.0]} if migratable else {})
+    monkeypatch.setattr(migrate, "apply", lambda gm, scales: 0)  # the drops are scripted; the graph stays as is
     res = auto_quantize(_tiny(), "executorch", PHOTOS[:4], PHOTOS[4:], 0.1, max_trials=30, val_count=1,
                         val_side=32)
     names = [t.name for t in res.trials]
     assert names[:3] == ["defaults", "outlier guard 8", "outlier guard 4"]
     loosened = [n for n in names if n.endswith(", outlier guard 8")]
     assert len(loosened) == 1 and res.within_budget
+    migrated = [i for i, n in enumerate(names) if n.endswith(", outlier migration")]
+    cost = MIGRATION_COST if migratable else 0.0
+    if migratable:  # within the budget, migration takes over part of what the guard held, before it is loosened
+        assert len(migrated) == 1 and names.index(loosened[0]) == migrated[0] + 1
+        assert res.chosen.config.get("migrate") == 0.5
+    else:
+        assert not migrated and "migrate" not in res.chosen.config
     if guard8_cost < 0.1:  # guard 8 holds within the budget once adds, first/last, minmax, scale search are in
-        assert res.chosen.config["outlier_ratio"] == 8.0 and res.chosen.drop_db == pytest.approx(0.06)
+        assert res.chosen.config["outlier_ratio"] == 8.0 and res.chosen.drop_db == pytest.approx(0.06 + cost)
         assert any(n.endswith(", without outlier guard") for n in names)  # tried, and 5 dB over
     else:  # it does not: guard 4 stays, and no guard at all is not tried
-        assert res.chosen.config["outlier_ratio"] == 4.0 and res.chosen.drop_db == pytest.approx(0.10)
+        assert res.chosen.config["outlier_ratio"] == 4.0
+        # minmax + scale search + adds + first/last float (0.04) with migration; without first/last it is over
+        assert res.chosen.drop_db == pytest.approx(0.04 + cost) and "first" in res.chosen.config["keep_float"]
         assert not any("without outlier guard" in n for n in names)
 
 

@@ -29,6 +29,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = QuantConfig(observer=args.observer, keep_float=list(args.keep_float), clamp_output=not args.no_clamp,
                       float_adds=args.float_adds, island_exits=not args.no_island_exits, outlier_ratio=args.outlier_ratio,
+                      migrate=args.migrate,
                       float_muls=args.float_muls, equalize=args.equalize, scale_search=args.scale_search, bias_correction=args.bias_correction,
                       calib_size=args.calib_size, calib_patch=args.calib_patch,
                       iterations=args.iterations, lr=args.lr, batch_size=args.batch_size,
@@ -108,6 +109,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     save_quantized(q, args.out, extra={"command": _command_line(args)})
     if not cfg.outlier_ratio and args.mode == "ptq" and not args.auto:
         _hint_outliers(model, calib, cfg)
+    if cfg.migrate:
+        n = q.info.get("migrated_groups", 0)
+        print(f"outlier migration (strength {cfg.migrate:g}): {n} imbalanced activation group{'' if n == 1 else 's'} "
+              "evened out")
     if cfg.outlier_ratio:
         found = q.info.get("outliers", [])
         print(f"outlier guard (ratio > {cfg.outlier_ratio:g}): {len(found)} activations, "
@@ -136,7 +141,8 @@ def _hint_outliers(model, calib: list[str], cfg) -> None:
     if found:
         worst = found[0]
         print(f"hint: {len(found)} activations have channel ranges > 32x apart (worst: "
-              f"{worst.module or '(top)'} x{worst.ratio:.0f}); int8 may lose a lot: try --outlier-ratio 8")
+              f"{worst.module or '(top)'} x{worst.ratio:.0f}); int8 may lose a lot: "
+              "try --outlier-ratio 8 --migrate 0.5")
 
 
 def _suffix(target: str) -> str:
@@ -198,6 +204,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--outlier-ratio", type=float, default=0.0, metavar="R",
                    help="keep float every activation whose largest channel range is > R x the median "
                         "channel's on the calibration data (0: off; 16 for EIMN)")
+    p.add_argument("--migrate", type=float, default=0.0, metavar="A",
+                   help="outlier migration strength in (0, 1]: residual streams with imbalanced channels are evened "
+                        "out per channel into the convs that read them (same fp32 function; 0: off; 0.5 typical)")
     p.add_argument("--equalize", action="store_true",
                    help="cross-layer equalization of conv -> ReLU/LeakyReLU/PReLU -> conv pairs (same fp32 function)")
     p.add_argument("--scale-search", action="store_true",

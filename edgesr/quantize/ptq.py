@@ -68,7 +68,7 @@ def prepare(model: nn.Module, target: str, cfg: QuantConfig, qat: bool = False,
     algorithms ``cfg`` asks for run between the two, on ``inputs`` (their statistics go to ``info``)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
-    gm = capture(model, clamp_output=cfg.clamp_output, target=target)
+    gm = captured(model, cfg, target)
     bad = unknown_keep_float(gm, cfg)
     if bad:
         raise UsageError(f"quantize: keep_float names no module of the model: {bad[0]!r}")
@@ -184,17 +184,35 @@ def ptq(model: nn.Module, target: str, calib_images: Calibration, config: QuantC
     return finish(model, prepared, target, "ptq", cfg, scale, {"calibration_images": len(inputs), **info})
 
 
+def captured(model: nn.Module, cfg: QuantConfig, target: str | None = None) -> torch.fx.GraphModule:
+    """The graph ``cfg`` quantizes: the capture, with the outlier migration ``cfg.channel_scales`` holds."""
+    gm = capture(model, clamp_output=cfg.clamp_output, target=target)
+    if cfg.channel_scales:
+        from . import migrate
+
+        migrate.apply(gm, cfg.channel_scales)
+    return gm
+
+
 def guard_outliers(model: nn.Module, cfg: QuantConfig, inputs: list[torch.Tensor],
                    target: str | None = None) -> tuple[QuantConfig, dict]:
-    """With ``cfg.outlier_ratio`` set, find the imbalanced activations on the calibration inputs and return a
-    config whose ``keep_nodes`` keeps them float (stored with the checkpoint, so a reload rebuilds the same
-    graph without the data)."""
+    """The data-dependent parts of ``cfg``, from the calibration inputs: the outlier migration's channel scales
+    (``cfg.migrate``), then the activations still imbalanced, which ``keep_nodes`` keeps float
+    (``cfg.outlier_ratio``). Both are stored with the checkpoint, so a reload rebuilds the same graph without
+    the data."""
+    info: dict = {}
+    if cfg.migrate and not cfg.channel_scales:
+        from . import migrate
+
+        scales = migrate.plan(capture(model, clamp_output=cfg.clamp_output, target=target), inputs, cfg.migrate)
+        cfg = dataclasses.replace(cfg, channel_scales=scales)
+        info["migrated_groups"] = len(scales)
     if not cfg.outlier_ratio or cfg.keep_nodes:
-        return cfg, {}
+        return cfg, info
     from .outliers import find_outliers, nodes_to_keep
 
-    gm = capture(model, clamp_output=cfg.clamp_output, target=target)
+    gm = captured(model, cfg, target)
     found = find_outliers(gm, inputs, cfg.outlier_ratio)
     keep = nodes_to_keep(gm, found)
-    info = {"outliers": [dataclasses.asdict(o) for o in found], "kept_float_nodes": len(keep)}
+    info.update({"outliers": [dataclasses.asdict(o) for o in found], "kept_float_nodes": len(keep)})
     return dataclasses.replace(cfg, keep_nodes=keep), info

@@ -200,6 +200,8 @@ def float_nodes(gm: GraphModule, cfg: QuantConfig, only: str | None = None) -> s
         keep |= {n for n in nodes if n.target in ADD_OPS}
     if getattr(cfg, "float_muls", False):
         keep |= {n for n in nodes if n.target in MUL_OPS and not _scalar_mul(n)}
+    # the outlier migration's compensating multiplies restore the imbalanced values: an int8 scale cannot hold them
+    keep |= {n for n in nodes if n.name.startswith("edgesr_migrate_")}
     if cfg.keep_nodes:
         names = set(cfg.keep_nodes)
         keep |= {n for n in nodes if n.name in names}
