@@ -323,6 +323,10 @@ def test_tflite_fp32_runs_with_parity():
     path = artifact("scnet_t", "tflite")
     x = example_input(SIZE).numpy()
     assert np.abs(_run(path, x) - _reference(path, x)).max() <= 1e-4
+    d = read_sidecar(path).delegation  # LiteRT's XNNPACK delegate takes the whole fp32 graph, in one subgraph
+    assert d["percent_delegated"] == 100.0 and d["delegated_subgraphs"] == 1 and not d["not_delegated"]
+    report = json.loads((path.parent / f"{path.name}.delegation.json").read_text())
+    assert sum(v["delegated"] for v in report["by_operator"].values()) == d["delegated_ops"] > 0
 
 
 def test_tflite_nhwc_io_runs_with_parity():

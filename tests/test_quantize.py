@@ -215,6 +215,10 @@ def test_int8_artifacts_run_in_their_runtime_with_parity(target, suffix, name, t
     assert r["parity"]["psnr_vs_torch_db"] > 40
     if target == "executorch":
         assert r["delegation"]["percent_delegated"] == 100.0
+    elif name == "safmn":  # LiteRT's XNNPACK delegate takes no int8 GELU: the report names it, one more subgraph each
+        d = r["delegation"]
+        assert d["not_delegated"].get("GELU int8", 0) >= 1 and d["percent_delegated"] < 100.0
+        assert d["delegated_subgraphs"] >= 2
 
 
 def test_quantize_cli_then_eval_with_one_command(image_dir, tmp_path, capsys):
@@ -564,3 +568,28 @@ def test_tflite_exit_that_float_readers_share_is_never_clipped():
 
     assert all(observer(e) is obs.MinMaxObserver for e in shared)
     assert all(observer(e) is obs.HistogramObserver for e in own)
+
+
+def test_tflite_int8_of_3d_channel_scales_stays_channels_last(tmp_path):
+    """3-D per-channel operands are viewed as 4-D in the capture: the graph computes the same, and the int8
+    .tflite needs no more layout transposes than the fp32 one (with 3-D operands: two per residual branch)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgesr.export import export
+    from edgesr.quantize.graph import channel_operands_4d
+
+    from edgesr.models import ModelSpec, build
+
+    model = build(ModelSpec("tests/nets/layer_scaled.py:make_layer_scaled", 2))
+    gm = capture(model)
+    assert channel_operands_4d(gm) == 0  # the capture already viewed them
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(gm(x), model(x).clamp(0, 1), atol=1e-6)
+    q = ptq(model, "tflite", _calib(), QuantConfig(observer="minmax", float_adds=True))
+    transposes = {}
+    for prec in ("fp32", "int8"):
+        out = tmp_path / f"{prec}.tflite"
+        export(model, "tflite", prec, (16, 16), out, quantized=q if prec == "int8" else None)
+        transposes[prec] = sum(op["op_name"] == "TRANSPOSE" for op in Interpreter(str(out))._get_ops_details())
+    assert transposes["int8"] <= transposes["fp32"], transposes

@@ -29,6 +29,7 @@ from ..reparam.forms import applicable_rewrites, export_friendly, for_target, fp
 from ..reparam.hazards import explain_export_failure, tracking_modules
 from ..versions import versions
 from ..targets import CALIBRATED
+from .runtimes import litert_delegation
 from .spec import (INPUT_NAME, OUTPUT_NAME, ArtifactInfo, ExportError, TargetConfig, read_sidecar, readable,
                    resolve_beside, sha256_of, target_config, write_sidecar)
 
@@ -168,8 +169,10 @@ def export(model: nn.Module, target: str | Path, precision: str, input_size: tup
                                    bundled=cfg.bundled_program)
             elif cfg.target == "tflite" and precision == "int16x8":
                 _export_tflite_int16x8(source, x_net, out, layout, [c * input_range for c in calibration or []])
+                _record_delegation(out, info, litert_delegation(out))
             elif cfg.target == "tflite":
                 _export_tflite(source, x_net, out, layout, quantized)
+                _record_delegation(out, info, litert_delegation(out))
             elif cfg.target == "coreml":
                 _export_coreml(source, x_net, precision, out, cfg)
             elif cfg.target == "onnx":
@@ -350,6 +353,14 @@ def delegation_report(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
     }
 
 
+def _record_delegation(out: Path, info: ArtifactInfo, report: dict[str, Any]) -> None:
+    """The delegation report beside the artifact (``<artifact>.delegation.json``), its summary in the sidecar."""
+    report_path = Path(str(out) + ".delegation.json")
+    readable(atomic_write_text(report_path, json.dumps(report, indent=2) + "\n"))
+    info.delegation = {k: v for k, v in report.items() if k != "by_operator"}
+    info.files.update(delegation=report_path.name)
+
+
 def _export_executorch(source: nn.Module, reference: nn.Module, x: torch.Tensor, precision: str, out: Path,
                        info: ArtifactInfo, bundled: bool = True) -> None:
     if precision == "fp16":
@@ -359,10 +370,7 @@ def _export_executorch(source: nn.Module, reference: nn.Module, x: torch.Tensor,
     program, report = lower_executorch(source, x_in)
     with atomic_path(out) as tmp:
         tmp.write_bytes(program.buffer)
-    report_path = Path(str(out) + ".delegation.json")
-    readable(atomic_write_text(report_path, json.dumps(report, indent=2) + "\n"))
-    info.delegation = {k: v for k, v in report.items() if k != "by_operator"}
-    info.files.update(delegation=report_path.name)
+    _record_delegation(out, info, report)
     if bundled:  # the target's bundled_program switch
         with torch.no_grad():
             expected = reference(x).to(x_in.dtype)

@@ -74,6 +74,45 @@ def _io_quant(detail: dict[str, Any]) -> tuple[float, int, Any] | None:
     return float(scale), int(zero), dtype
 
 
+def litert_delegation(path: str | Path) -> dict[str, Any]:
+    """Which ops of a ``.tflite`` LiteRT's default XNNPACK delegate runs, and which it leaves to LiteRT's own
+    kernels, in the form of ExecuTorch's delegation report. Each op left out splits the graph into one more
+    delegated subgraph (XNNPACK takes no int8 GELU, for one), so an int8 artifact that is not faster than its
+    fp32 one shows here where the graph leaves the delegate. Ops are named with their output type."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=1)
+    interp.allocate_tensors()
+    types = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # the model's ops, then one DELEGATE node per delegated subgraph
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    produced = {i for o in delegates for i in o["outputs"]}
+    needed = {i for o in delegates for i in o["inputs"]} | set(interp._interpreter.OutputIndices())
+    names = {}
+    outside: collections.Counter[str] = collections.Counter()
+    # An op LiteRT runs itself: no delegate computes its output, and a delegate, the model output or another
+    # such op reads it. Walked from the end, so chains of them are found in one pass.
+    for o in reversed([o for o in ops if o["op_name"] != "DELEGATE"]):
+        name = f"{o['op_name']} {types.get(o['outputs'][0], '?')}" if len(o["outputs"]) else o["op_name"]
+        names[o["index"]] = name
+        outs = set(o["outputs"])
+        if outs & needed and not outs & produced:
+            outside[name] += 1
+            needed |= {i for i in o["inputs"] if i >= 0}
+    total = collections.Counter(names.values())
+    by_op = {k: {"delegated": v - outside[k], "non_delegated": outside[k]} for k, v in sorted(total.items())}
+    non = sum(outside.values())
+    return {
+        "backend": "XNNPACK delegate (LiteRT)",
+        "delegated_subgraphs": len(delegates),
+        "delegated_ops": len(names) - non,
+        "non_delegated_ops": non,
+        "percent_delegated": round(100.0 * (len(names) - non) / max(1, len(names)), 2),
+        "not_delegated": dict(outside.most_common()),
+        "by_operator": by_op,
+    }
+
+
 def _tflite_runner(path: str, info: ArtifactInfo, threads: int | None) -> Runner:
     from ai_edge_litert.interpreter import Interpreter
 

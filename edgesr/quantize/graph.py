@@ -120,6 +120,7 @@ def _capture(model: nn.Module, clamp_output: bool, example_side: int | None,
             try:
                 gm = export(form, (x,), dynamic_shapes={"x": {0: batch, 2: h, 3: w}}).module()
                 gm.capture_min_size = lo * mult
+                channel_operands_4d(gm)
                 with torch.no_grad():  # a graph can pass export yet guard its smallest sizes (a pooled map of 1)
                     gm(torch.rand(1, 3, lo * mult, lo * mult))
                 return gm
@@ -130,6 +131,39 @@ def _capture(model: nn.Module, clamp_output: bool, example_side: int | None,
                 if not any(k in str(exc).lower() for k in ("constraints violated", "guard failed")):
                     break
     raise first  # type: ignore[misc]
+
+
+_ELEMENTWISE = (torch.ops.aten.mul.Tensor, torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor,
+                torch.ops.aten.div.Tensor)
+
+
+def channel_operands_4d(gm: torch.fx.GraphModule) -> int:
+    """View the 3-D operand of an elementwise op on a 4-D tensor (a per-channel scale written ``w[:, None,
+    None]``) as 4-D: the same broadcast, but LiteRT's layout pass moves only 4-D operands to NHWC, and with a 3-D
+    one it keeps the op and the int8 tensors around it in NCHW behind two full-size transposes. Returns how many
+    operands it viewed."""
+    def val(a: object) -> Any:
+        return a.meta.get("val") if isinstance(a, torch.fx.Node) else None
+
+    done = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in _ELEMENTWISE or len(node.args) < 2:
+            continue
+        vals = [val(a) for a in node.args[:2]]
+        if not all(isinstance(v, torch.Tensor) for v in vals) or sorted(v.dim() for v in vals) != [3, 4]:
+            continue
+        i = 0 if vals[0].dim() == 3 else 1
+        small = vals[i]
+        if any(isinstance(s, torch.SymInt) for s in small.shape) or not small.is_contiguous():
+            continue
+        with gm.graph.inserting_before(node):
+            view = gm.graph.call_function(torch.ops.aten.view.default, (node.args[i], [1, *small.shape]))
+        view.meta["val"] = small.view(1, *small.shape)
+        node.update_arg(i, view)
+        done += 1
+    if done:
+        gm.recompile()
+    return done
 
 
 def pad_to_multiple(x: torch.Tensor, mult: int, min_side: int) -> tuple[torch.Tensor, int, int]:
